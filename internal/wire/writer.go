@@ -1,0 +1,286 @@
+package wire
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+)
+
+const (
+	// DefaultMaxPending is the default number of bytes that may wait for the
+	// active flush before WriteFrame blocks.
+	DefaultMaxPending = 4 << 20
+	// DefaultWriteTimeout bounds each Write on a connection with a write
+	// deadline (net.Conn and anything else with SetWriteDeadline).
+	DefaultWriteTimeout = 10 * time.Second
+
+	// flushRounds is how many batches a caller writes as the flusher before
+	// it hands the role to a new goroutine, so that no caller is held for
+	// long by other goroutines' traffic.
+	flushRounds = 8
+	// retainLimit is the largest buffer kept once a flush ends. Larger ones
+	// (grown by a burst or a big frame; back-pressure bounds them) serve
+	// while the flusher stays busy and are then left to the garbage
+	// collector, so an idle connection does not pin them.
+	retainLimit = 256 << 10
+)
+
+// WriterOption configures a Writer.
+type WriterOption func(*Writer)
+
+// WithMaxPending sets how many bytes may wait for the active flush before
+// WriteFrame blocks (DefaultMaxPending when n <= 0).
+func WithMaxPending(n int) WriterOption {
+	return func(w *Writer) {
+		if n > 0 {
+			w.maxPending = n
+		}
+	}
+}
+
+// WithWriteTimeout sets the write deadline put on each Write when the
+// underlying writer has SetWriteDeadline; d <= 0 sets none.
+func WithWriteTimeout(d time.Duration) WriterOption {
+	return func(w *Writer) { w.timeout = d }
+}
+
+type writeDeadliner interface {
+	SetWriteDeadline(time.Time) error
+}
+
+// Writer writes frames to a byte stream from any number of goroutines,
+// batching concurrent frames into single Write calls.
+//
+// It uses flat combining rather than a dedicated goroutine: WriteFrame
+// appends the encoded frame to a pending buffer under a mutex; if no flush is
+// in progress, the caller becomes the flusher and writes the pending bytes
+// with one Write call, again and again while other goroutines append
+// meanwhile (after flushRounds batches it hands the role to a new goroutine).
+// Callers that arrive during a flush only append and return: their bytes go
+// out with the next batch without further calls. A lone frame is therefore
+// written at once by its caller, and many small frames under load share one
+// syscall. Two buffers are swapped back and forth, so steady state does not
+// allocate.
+type Writer struct {
+	w          io.Writer
+	dl         writeDeadliner // w's SetWriteDeadline, if it has one
+	max        int
+	maxPending int
+	timeout    time.Duration
+
+	mu       sync.Mutex
+	pending  []byte // frames not yet handed to w
+	spare    []byte // the other buffer, when not being written
+	flushing bool   // a goroutine is the flusher
+	closed   bool
+	werr     error         // first write error, wrapping ErrClosed
+	wake     chan struct{} // closed on progress when someone waits; nil otherwise
+	swaps    uint64        // batches taken from pending
+	done     uint64        // batches whose Write returned
+	frames   uint64
+	writes   uint64
+}
+
+// NewWriter returns a Writer of frames of at most max bytes after the length
+// prefix (DefaultMaxFrame when max <= 0) to w. Options set the back-pressure
+// threshold (WithMaxPending, default 4 MiB) and the per-Write deadline
+// (WithWriteTimeout, default 10 s).
+func NewWriter(w io.Writer, max int, opts ...WriterOption) *Writer {
+	wr := &Writer{w: w, max: normMax(max), maxPending: DefaultMaxPending, timeout: DefaultWriteTimeout}
+	wr.dl, _ = w.(writeDeadliner)
+	for _, o := range opts {
+		o(wr)
+	}
+	return wr
+}
+
+// WriteFrame encodes one frame and queues it for writing. When it returns
+// nil the frame has been written, or will be by the active flusher without
+// further calls.
+//
+// A frame larger than the limit fails with ErrFrameTooLarge and leaves the
+// Writer usable. When more than the back-pressure threshold is already
+// pending, WriteFrame waits for the flusher to take it, or returns ctx.Err()
+// when ctx ends first (ctx is consulted only then). After a write error or
+// Close every call fails with an error wrapping ErrClosed (and the write
+// error).
+func (w *Writer) WriteFrame(ctx context.Context, kind Kind, h *Header, payload []byte) error {
+	w.mu.Lock()
+	for {
+		if err := w.errLocked(); err != nil {
+			w.mu.Unlock()
+			return err
+		}
+		// pending is empty unless a flusher is active, so waiting here
+		// always ends with progress or a write error.
+		if len(w.pending) < w.maxPending {
+			break
+		}
+		ch := w.waitLocked()
+		w.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		w.mu.Lock()
+	}
+	buf, err := AppendFrame(w.pending, kind, h, payload, w.max)
+	if err != nil {
+		w.mu.Unlock()
+		return err
+	}
+	w.pending = buf
+	w.frames++
+	if w.flushing {
+		w.mu.Unlock()
+		return nil
+	}
+	w.flushing = true
+	return w.flushLocked(flushRounds)
+}
+
+// flushLocked writes pending batches until none is left, a write fails, or
+// rounds batches were written (then a new goroutine takes over; rounds < 0
+// means no limit). It is called with w.mu held and w.flushing set, and
+// returns with w.mu released. It returns the write error, if one happened.
+func (w *Writer) flushLocked(rounds int) error {
+	var err error
+	for i := 0; ; i++ {
+		if len(w.pending) == 0 || w.werr != nil {
+			w.pending = w.pending[:0] // after an error the rest is dropped
+			if cap(w.pending) > retainLimit {
+				w.pending = nil
+			}
+			if cap(w.spare) > retainLimit {
+				w.spare = nil
+			}
+			w.flushing = false
+			w.notifyLocked()
+			w.mu.Unlock()
+			return err
+		}
+		if i == rounds {
+			w.mu.Unlock()
+			go w.flushBackground()
+			return nil
+		}
+		buf := w.pending
+		w.pending, w.spare = w.spare[:0], nil
+		w.swaps++
+		w.notifyLocked()
+		w.mu.Unlock()
+
+		werr := w.write(buf)
+
+		w.mu.Lock()
+		w.writes++
+		w.done++
+		w.spare = buf[:0]
+		if werr != nil {
+			err = fmt.Errorf("%w: %w", ErrClosed, werr)
+			if w.werr == nil {
+				w.werr = err
+			}
+		}
+	}
+}
+
+func (w *Writer) flushBackground() {
+	w.mu.Lock()
+	w.flushLocked(-1)
+}
+
+// write hands one batch to the underlying writer, under a write deadline
+// when it supports one.
+func (w *Writer) write(b []byte) error {
+	if w.dl != nil && w.timeout > 0 {
+		// An error here (a closed connection) shows up in Write too.
+		_ = w.dl.SetWriteDeadline(time.Now().Add(w.timeout))
+	}
+	n, err := w.w.Write(b)
+	if err == nil && n < len(b) {
+		err = io.ErrShortWrite
+	}
+	return err
+}
+
+// waitLocked returns a channel closed at the next progress of the flusher
+// (or Close).
+func (w *Writer) waitLocked() chan struct{} {
+	if w.wake == nil {
+		w.wake = make(chan struct{})
+	}
+	return w.wake
+}
+
+func (w *Writer) notifyLocked() {
+	if w.wake != nil {
+		close(w.wake)
+		w.wake = nil
+	}
+}
+
+func (w *Writer) errLocked() error {
+	if w.werr != nil {
+		return w.werr
+	}
+	if w.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+// Flush waits until every frame queued before the call has been handed to
+// the underlying writer, or ctx ends. It returns the write error that broke
+// the Writer, if any (frames queued before Close are still written, so a
+// Writer that is only closed flushes cleanly).
+func (w *Writer) Flush(ctx context.Context) error {
+	w.mu.Lock()
+	target := w.swaps
+	if len(w.pending) > 0 {
+		target++ // the batch that will take what is pending now
+	}
+	for w.done < target && w.werr == nil {
+		ch := w.waitLocked()
+		w.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		w.mu.Lock()
+	}
+	err := w.werr
+	w.mu.Unlock()
+	return err
+}
+
+// Close marks the Writer closed: later WriteFrame calls fail with ErrClosed.
+// Frames already queued are still written by the active flusher. Close does
+// not close the underlying writer.
+func (w *Writer) Close() error {
+	w.mu.Lock()
+	w.closed = true
+	w.notifyLocked()
+	w.mu.Unlock()
+	return nil
+}
+
+// Err returns the error that broke the Writer (wrapping ErrClosed and the
+// write error), ErrClosed after Close, or nil.
+func (w *Writer) Err() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.errLocked()
+}
+
+// Stats returns how many frames were queued and how many Write calls were
+// made; frames/writes is the batching factor.
+func (w *Writer) Stats() (frames, writes uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.frames, w.writes
+}

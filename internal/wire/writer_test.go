@@ -1,0 +1,583 @@
+package wire
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// tcpPair returns both ends of a 127.0.0.1 TCP connection.
+func tcpPair(t testing.TB) (client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type res struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		c, err := ln.Accept()
+		ch <- res{c, err}
+	}()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-ch
+	if r.err != nil {
+		client.Close()
+		t.Fatal(r.err)
+	}
+	t.Cleanup(func() { client.Close(); r.c.Close() })
+	return client, r.c
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestWriterConcurrentTCP(t *testing.T) {
+	const goroutines, perG = 16, 1000
+	client, server := tcpPair(t)
+	w := NewWriter(client, 0)
+
+	type result struct {
+		n   int
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		r := NewReader(server, 0)
+		next := make([]uint64, goroutines)
+		n := 0
+		for n < goroutines*perG {
+			f, err := r.Next()
+			if err != nil {
+				done <- result{n, err}
+				return
+			}
+			g, seq := f.Header.From, f.Header.Seq
+			if f.Kind != KindEvent || g >= goroutines || seq != next[g] || f.Header.Name != "topic.x" {
+				done <- result{n, errors.New("frame out of order or corrupted")}
+				return
+			}
+			if want := pattern(int(seq%300), byte(g)); !bytes.Equal(f.Payload, want) {
+				done <- result{n, errors.New("payload corrupted")}
+				return
+			}
+			next[g]++
+			n++
+		}
+		done <- result{n, nil}
+	}()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, goroutines)
+	for g := range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for seq := range perG {
+				h := Header{From: uint64(g), Seq: uint64(seq), Name: "topic.x"}
+				if err := w.WriteFrame(ctx, KindEvent, &h, pattern(seq%300, byte(g))); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	// No Flush: every frame must reach the reader anyway.
+	select {
+	case r := <-done:
+		if r.err != nil {
+			t.Fatalf("reader after %d frames: %v", r.n, r.err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("reader did not see every frame")
+	}
+	frames, writes := w.Stats()
+	t.Logf("%d frames in %d writes (%.1f frames/write)", frames, writes, float64(frames)/float64(writes))
+	if frames != goroutines*perG {
+		t.Fatalf("Stats frames = %d", frames)
+	}
+	if writes >= frames {
+		t.Fatalf("no batching: %d writes for %d frames", writes, frames)
+	}
+}
+
+// recWriter records each Write.
+type recWriter struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	writes int
+	err    error
+}
+
+func (r *recWriter) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.writes++
+	if r.err != nil {
+		return 0, r.err
+	}
+	return r.buf.Write(p)
+}
+
+func (r *recWriter) frames(t *testing.T) []Frame {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var fs []Frame
+	b := r.buf.Bytes()
+	for len(b) > 0 {
+		f, n, err := Decode(b, 0)
+		if err != nil {
+			t.Fatalf("written stream: %v", err)
+		}
+		fs = append(fs, f)
+		b = b[n:]
+	}
+	return fs
+}
+
+func TestWriterLoneFrameWrittenAtOnce(t *testing.T) {
+	rw := &recWriter{}
+	w := NewWriter(rw, 0)
+	for i := range 3 {
+		if err := w.WriteFrame(context.Background(), KindPing, &Header{Seq: uint64(i)}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if fs := rw.frames(t); len(fs) != i+1 || fs[i].Header.Seq != uint64(i) {
+			t.Fatalf("after WriteFrame %d the writer holds %d frames", i, len(fs))
+		}
+	}
+	if frames, writes := w.Stats(); frames != 3 || writes != 3 {
+		t.Fatalf("Stats = %d, %d", frames, writes)
+	}
+}
+
+func TestWriterFrameTooLargeKeepsWriter(t *testing.T) {
+	rw := &recWriter{}
+	w := NewWriter(rw, MinMaxFrame)
+	err := w.WriteFrame(context.Background(), KindEvent, &Header{}, make([]byte, MinMaxFrame))
+	if !errors.Is(err, ErrFrameTooLarge) {
+		t.Fatalf("got %v, want ErrFrameTooLarge", err)
+	}
+	if err := w.WriteFrame(context.Background(), KindEvent, &Header{Seq: 1}, []byte("ok")); err != nil {
+		t.Fatalf("after a too-large frame: %v", err)
+	}
+	if fs := rw.frames(t); len(fs) != 1 || string(fs[0].Payload) != "ok" {
+		t.Fatalf("written: %+v", fs)
+	}
+	if w.Err() != nil {
+		t.Fatal(w.Err())
+	}
+}
+
+func TestWriterBrokenAfterWriteError(t *testing.T) {
+	boom := errors.New("boom")
+	rw := &recWriter{err: boom}
+	w := NewWriter(rw, 0)
+	err := w.WriteFrame(context.Background(), KindPing, nil, nil)
+	if !errors.Is(err, boom) || !errors.Is(err, ErrClosed) {
+		t.Fatalf("first write: %v, want boom wrapped in ErrClosed", err)
+	}
+	for range 3 {
+		err := w.WriteFrame(context.Background(), KindPing, nil, nil)
+		if !errors.Is(err, boom) || !errors.Is(err, ErrClosed) {
+			t.Fatalf("later write: %v", err)
+		}
+	}
+	if !errors.Is(w.Err(), boom) || !errors.Is(w.Flush(context.Background()), boom) {
+		t.Fatalf("Err = %v", w.Err())
+	}
+	if _, writes := w.Stats(); writes != 1 {
+		t.Fatalf("a broken writer kept writing: %d writes", writes)
+	}
+}
+
+func TestWriterBrokenConn(t *testing.T) {
+	client, _ := tcpPair(t)
+	w := NewWriter(client, 0)
+	if err := w.WriteFrame(context.Background(), KindPing, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	client.Close()
+	err := w.WriteFrame(context.Background(), KindPing, nil, nil)
+	if !errors.Is(err, net.ErrClosed) || !errors.Is(err, ErrClosed) {
+		t.Fatalf("write on a closed conn: %v", err)
+	}
+	if err := w.WriteFrame(context.Background(), KindPing, nil, nil); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("later write: %v", err)
+	}
+}
+
+func TestWriterShortWrite(t *testing.T) {
+	w := NewWriter(writerFunc(func(p []byte) (int, error) { return len(p) - 1, nil }), 0)
+	if err := w.WriteFrame(context.Background(), KindPing, nil, nil); !errors.Is(err, io.ErrShortWrite) {
+		t.Fatalf("got %v, want io.ErrShortWrite", err)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func TestWriterClose(t *testing.T) {
+	client, server := tcpPair(t)
+	w := NewWriter(client, 0)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteFrame(context.Background(), KindPing, nil, nil); !errors.Is(err, ErrClosed) {
+		t.Fatalf("after Close: %v", err)
+	}
+	if !errors.Is(w.Err(), ErrClosed) {
+		t.Fatalf("Err = %v", w.Err())
+	}
+	// The connection itself is still usable.
+	if _, err := client.Write(rawFrame(Version, byte(KindPing), 9, 0x98, 0, 0, 0, 0xa0, 0, 0, 0xa0, 0xa0)); err != nil {
+		t.Fatal(err)
+	}
+	server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if f, err := NewReader(server, 0).Next(); err != nil || f.Kind != KindPing {
+		t.Fatalf("read after Close: %v %v", f.Kind, err)
+	}
+}
+
+// TestWriterBackPressure: over net.Pipe nothing is buffered, so with no
+// reader the first frame's flusher blocks in Write and the pending buffer
+// fills up to the threshold.
+func TestWriterBackPressure(t *testing.T) {
+	client, server := net.Pipe()
+	defer client.Close()
+	defer server.Close()
+	const maxPending = 10_000
+	w := NewWriter(client, 0, WithMaxPending(maxPending))
+	payload := make([]byte, 1000)
+
+	first := make(chan error, 1)
+	go func() { first <- w.WriteFrame(context.Background(), KindEvent, &Header{Seq: 0}, payload) }()
+	waitFor(t, "the flusher to start", func() bool { f, _ := w.Stats(); return f == 1 })
+
+	sent := 1
+	for ; sent < 100; sent++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		start := time.Now()
+		err := w.WriteFrame(ctx, KindEvent, &Header{Seq: uint64(sent)}, payload)
+		cancel()
+		if err != nil {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("frame %d: %v, want context.DeadlineExceeded", sent, err)
+			}
+			if time.Since(start) > 5*time.Second {
+				t.Fatal("WriteFrame ignored its context")
+			}
+			break
+		}
+	}
+	if sent*1000 < maxPending || sent*1000 > maxPending+3000 {
+		t.Fatalf("back-pressure after %d frames of 1000 bytes, threshold %d", sent, maxPending)
+	}
+	if w.Err() != nil {
+		t.Fatalf("back-pressure broke the writer: %v", w.Err())
+	}
+
+	// A waiting writer proceeds once the peer reads.
+	late := make(chan error, 1)
+	go func() { late <- w.WriteFrame(context.Background(), KindEvent, &Header{Seq: uint64(sent)}, payload) }()
+	r := NewReader(server, 0)
+	for i := 0; i <= sent; i++ {
+		server.SetReadDeadline(time.Now().Add(5 * time.Second))
+		f, err := r.Next()
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if f.Header.Seq != uint64(i) {
+			t.Fatalf("frame %d has seq %d", i, f.Header.Seq)
+		}
+	}
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-late; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestWriterBackPressureTCP: a TCP peer that never reads. Once the kernel
+// buffers are full the flusher blocks in Write and the other writers hit the
+// threshold and their contexts; closing the connection then frees the
+// flusher.
+func TestWriterBackPressureTCP(t *testing.T) {
+	client, _ := tcpPair(t)
+	w := NewWriter(client, 0, WithMaxPending(64<<10))
+	payload := make([]byte, 16<<10)
+	const writers = 4
+	errs := make(chan error, writers)
+	for g := range writers {
+		go func() {
+			for i := range 5000 { // bounded: ~80 MB per goroutine at most
+				ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+				err := w.WriteFrame(ctx, KindEvent, &Header{From: uint64(g), Seq: uint64(i)}, payload)
+				cancel()
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	var sawCtx bool
+	for range writers {
+		select {
+		case err := <-errs:
+			switch {
+			case errors.Is(err, context.DeadlineExceeded):
+				if !sawCtx {
+					sawCtx = true
+					client.Close()
+				}
+			case errors.Is(err, net.ErrClosed) || errors.Is(err, ErrClosed):
+				// The flusher, released by Close, or a writer after it.
+			default:
+				t.Fatalf("unexpected result %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("writers still blocked: back-pressure not working")
+		}
+	}
+	if !sawCtx {
+		t.Fatal("no writer was stopped by its context")
+	}
+}
+
+func TestWriterWriteTimeout(t *testing.T) {
+	client, server := net.Pipe()
+	defer server.Close()
+	defer client.Close()
+	w := NewWriter(client, 0, WithWriteTimeout(50*time.Millisecond))
+	start := time.Now()
+	err := w.WriteFrame(context.Background(), KindPing, nil, nil)
+	if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.Is(err, ErrClosed) {
+		t.Fatalf("got %v, want a deadline error", err)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Fatal("write timeout not applied")
+	}
+}
+
+// gateWriter blocks every Write until released.
+type gateWriter struct {
+	entered chan struct{}
+	release chan struct{}
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	writes  atomic.Int64
+}
+
+func newGateWriter() *gateWriter {
+	return &gateWriter{entered: make(chan struct{}, 100), release: make(chan struct{})}
+}
+
+func (g *gateWriter) Write(p []byte) (int, error) {
+	g.entered <- struct{}{}
+	<-g.release
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.writes.Add(1)
+	return g.buf.Write(p)
+}
+
+func recv(t *testing.T, ch chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+	}
+}
+
+func TestWriterFlusherHandsOff(t *testing.T) {
+	g := newGateWriter()
+	w := NewWriter(g, 0)
+	ctx := context.Background()
+	firstDone := make(chan int64, 1)
+	go func() {
+		if err := w.WriteFrame(ctx, KindEvent, &Header{Seq: 0}, nil); err != nil {
+			t.Error(err)
+		}
+		firstDone <- g.writes.Load()
+	}()
+	recv(t, g.entered, "write 1")
+	const total = 3 * flushRounds
+	for i := 1; i < total; i++ {
+		if err := w.WriteFrame(ctx, KindEvent, &Header{Seq: uint64(i)}, nil); err != nil {
+			t.Fatal(err)
+		}
+		g.release <- struct{}{}
+		recv(t, g.entered, "the next write")
+	}
+	close(g.release)
+	select {
+	case n := <-firstDone:
+		if n > flushRounds {
+			t.Fatalf("the first caller stayed flusher for %d writes", n)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first caller never returned")
+	}
+	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := w.Flush(fctx); err != nil {
+		t.Fatal(err)
+	}
+	g.mu.Lock()
+	b := bytes.Clone(g.buf.Bytes())
+	g.mu.Unlock()
+	for i := range total {
+		f, n, err := Decode(b, 0)
+		if err != nil || f.Header.Seq != uint64(i) {
+			t.Fatalf("frame %d: seq %d, %v", i, f.Header.Seq, err)
+		}
+		b = b[n:]
+	}
+	if len(b) != 0 {
+		t.Fatal("extra bytes written")
+	}
+}
+
+func TestWriterFlush(t *testing.T) {
+	g := newGateWriter()
+	w := NewWriter(g, 0)
+	ctx := context.Background()
+	go w.WriteFrame(ctx, KindPing, &Header{Seq: 1}, nil)
+	recv(t, g.entered, "write 1")
+	if err := w.WriteFrame(ctx, KindPing, &Header{Seq: 2}, nil); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if err := w.Flush(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Flush with writes blocked: %v", err)
+	}
+	flushed := make(chan error, 1)
+	go func() { flushed <- w.Flush(ctx) }()
+	g.release <- struct{}{}
+	recv(t, g.entered, "write 2")
+	select {
+	case err := <-flushed:
+		t.Fatalf("Flush returned (%v) before the second frame was written", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	close(g.release)
+	select {
+	case err := <-flushed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Flush never returned")
+	}
+	if n := g.writes.Load(); n != 2 {
+		t.Fatalf("%d writes", n)
+	}
+	// Nothing pending: Flush returns at once, also after Close.
+	w.Close()
+	if err := w.Flush(short); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWriterCloseWakesWaiters(t *testing.T) {
+	client, server := net.Pipe()
+	defer client.Close()
+	defer server.Close()
+	w := NewWriter(client, 0, WithMaxPending(1))
+	go w.WriteFrame(context.Background(), KindPing, nil, nil)
+	waitFor(t, "the flusher", func() bool { f, _ := w.Stats(); return f == 1 })
+	if err := w.WriteFrame(context.Background(), KindPing, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	blocked := make(chan error, 1)
+	go func() { blocked <- w.WriteFrame(context.Background(), KindPing, nil, nil) }()
+	waitFor(t, "WriteFrame to wait for space", func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.wake != nil
+	})
+	w.Close()
+	select {
+	case err := <-blocked:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("got %v, want ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not wake a waiting writer")
+	}
+}
+
+func TestWriterSteadyStateZeroAlloc(t *testing.T) {
+	w := NewWriter(io.Discard, 0)
+	h := Header{To: 1, From: 2, Seq: 3, Name: "svc.method"}
+	p := make([]byte, 200)
+	ctx := context.Background()
+	w.WriteFrame(ctx, KindRequest, &h, p)
+	if n := testing.AllocsPerRun(1000, func() { _ = w.WriteFrame(ctx, KindRequest, &h, p) }); n != 0 {
+		t.Fatalf("WriteFrame: %v allocs, want 0", n)
+	}
+}
+
+func TestWriterLargeFrames(t *testing.T) {
+	client, server := tcpPair(t)
+	w := NewWriter(client, 0)
+	payload := pattern(3<<20, 5)
+	errc := make(chan error, 1)
+	go func() {
+		for i := range 3 {
+			if err := w.WriteFrame(context.Background(), KindEvent, &Header{Seq: uint64(i)}, payload); err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- nil
+	}()
+	r := NewReader(server, 0)
+	for i := range 3 {
+		server.SetReadDeadline(time.Now().Add(10 * time.Second))
+		f, err := r.Next()
+		if err != nil || f.Header.Seq != uint64(i) || !bytes.Equal(f.Payload, payload) {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,559 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/warrenmesh/warren/internal/wire"
+)
+
+const (
+	dialTimeout      = 3 * time.Second
+	handshakeTimeout = 5 * time.Second
+	tieBreakWait     = time.Second
+	maxRedialBackoff = 5 * time.Second
+	goAwayTimeout    = 2 * time.Second
+)
+
+var errRejected = errors.New("mesh: connection rejected by peer (duplicate)")
+
+// conn is the one data connection to a peer, shared by every component.
+type conn struct {
+	peer      string
+	nc        net.Conn // nil for the loopback connection
+	closer    io.Closer
+	r         *wire.Reader
+	w         *wire.Writer
+	goingAway atomic.Bool // the peer or we said goodbye: no new sends
+	ackCh     chan struct{}
+	ackOnce   sync.Once
+	closeOnce sync.Once
+}
+
+func (c *conn) close() {
+	c.closeOnce.Do(func() {
+		c.w.Close()
+		c.closer.Close()
+	})
+}
+
+// peer tracks the connection state for one remote node.
+type peer struct {
+	id   string
+	conn atomic.Pointer[conn]
+	// The fields below are guarded by Node.peerMu.
+	addr      string
+	member    bool
+	dialing   bool
+	ready     chan struct{} // closed when a dial attempt settles
+	failures  int
+	nextDial  time.Time
+	redialing bool
+}
+
+func (p *peer) wake() {
+	if p.ready != nil {
+		close(p.ready)
+		p.ready = nil
+	}
+}
+
+// peerUp records a live member and its data address.
+func (n *Node) peerUp(id, addr string) {
+	n.peerMu.Lock()
+	defer n.peerMu.Unlock()
+	p := n.peers[id]
+	if p == nil {
+		p = &peer{id: id}
+		n.peers[id] = p
+	}
+	p.member = true
+	if addr != "" {
+		p.addr = addr
+	}
+}
+
+// peerGone forgets a departed member and drops its connection; components
+// learn of it through PeerDown.
+func (n *Node) peerGone(id string) {
+	n.peerMu.Lock()
+	p := n.peers[id]
+	delete(n.peers, id)
+	var c *conn
+	if p != nil {
+		p.member = false
+		c = p.conn.Swap(nil)
+		p.wake()
+	}
+	n.peerMu.Unlock()
+	if c != nil {
+		c.close()
+	}
+	n.notifyPeerDown(id)
+}
+
+// connTo returns the connection to a node, dialing it when needed.
+func (n *Node) connTo(ctx context.Context, id string) (*conn, error) {
+	if id == n.id {
+		return n.self, nil
+	}
+	n.peerMu.RLock()
+	p := n.peers[id]
+	n.peerMu.RUnlock()
+	if p == nil {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownPeer, id)
+	}
+	if c := p.conn.Load(); c != nil {
+		return c, nil
+	}
+	return n.connect(ctx, p, false)
+}
+
+// connect dials p, or waits for a dial in progress. Unless force is set it
+// fails fast while the peer is in dial backoff.
+func (n *Node) connect(ctx context.Context, p *peer, force bool) (*conn, error) {
+	for attempt := 0; ; attempt++ {
+		n.peerMu.Lock()
+		if c := p.conn.Load(); c != nil {
+			n.peerMu.Unlock()
+			return c, nil
+		}
+		switch {
+		case n.closing.Load():
+			n.peerMu.Unlock()
+			return nil, ErrClosed
+		case n.peers[p.id] != p:
+			n.peerMu.Unlock()
+			return nil, fmt.Errorf("%w: %s", ErrUnknownPeer, p.id)
+		case !p.dialing && (attempt > 0 || (!force && time.Now().Before(p.nextDial)) || p.addr == ""):
+			n.peerMu.Unlock()
+			return nil, fmt.Errorf("%w: %s", ErrUnreachable, p.id)
+		case !p.dialing:
+			p.dialing = true
+			p.ready = make(chan struct{})
+			n.wg.Add(1)
+			go n.dial(p, p.addr, p.ready)
+		}
+		ready := p.ready
+		n.peerMu.Unlock()
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-n.done:
+			return nil, ErrClosed
+		}
+	}
+}
+
+func (n *Node) dial(p *peer, addr string, ready chan struct{}) {
+	defer n.wg.Done()
+	d := net.Dialer{Timeout: dialTimeout}
+	nc, err := d.DialContext(n.ctx, "tcp", addr)
+	var c *conn
+	if err == nil {
+		c, err = n.handshakeOut(nc, p.id)
+		if err != nil {
+			nc.Close()
+		}
+	}
+	if errors.Is(err, errRejected) {
+		// The peer is dialing us too and its connection wins the tie; wait
+		// for it to arrive before giving up the attempt.
+		t := time.NewTimer(tieBreakWait)
+		select {
+		case <-ready:
+		case <-t.C:
+		case <-n.ctx.Done():
+		}
+		t.Stop()
+	}
+	n.peerMu.Lock()
+	if c != nil && p.conn.Load() == nil && n.peers[p.id] == p && !n.closing.Load() {
+		n.installLocked(p, c)
+		n.peerMu.Unlock()
+		n.startConn(c)
+		return
+	}
+	p.dialing = false
+	failed := err != nil && !errors.Is(err, errRejected) && p.conn.Load() == nil
+	if failed {
+		p.failures++
+		p.nextDial = time.Now().Add(min(time.Duration(1<<min(p.failures, 10))*50*time.Millisecond, maxRedialBackoff))
+	}
+	p.wake()
+	redial := failed && p.member && !p.redialing && n.peers[p.id] == p && !n.closing.Load()
+	if redial {
+		p.redialing = true
+		n.wg.Add(1)
+		go n.redial(p)
+	}
+	n.peerMu.Unlock()
+	if c != nil {
+		c.close() // lost a race with a connection that arrived meanwhile
+	}
+	if failed {
+		n.log.Debug("dial failed", "peer", p.id, "addr", addr, "err", err)
+		n.setReachable(p.id, false)
+	}
+}
+
+// installLocked makes c the connection to p. n.peerMu must be held.
+func (n *Node) installLocked(p *peer, c *conn) {
+	p.conn.Store(c)
+	p.dialing = false
+	p.failures = 0
+	p.nextDial = time.Time{}
+	p.wake()
+}
+
+func (n *Node) startConn(c *conn) {
+	n.setReachable(c.peer, true)
+	n.wg.Add(1)
+	go n.readLoop(c)
+}
+
+// redial reconnects to a member whose connection failed, with backoff, for
+// as long as it stays a member. A peer is never left "known but unreachable".
+func (n *Node) redial(p *peer) {
+	defer n.wg.Done()
+	for {
+		n.peerMu.Lock()
+		wait := time.Until(p.nextDial)
+		done := !p.member || p.conn.Load() != nil || n.peers[p.id] != p
+		if done {
+			p.redialing = false
+		}
+		n.peerMu.Unlock()
+		if done {
+			return
+		}
+		t := time.NewTimer(max(wait, 10*time.Millisecond))
+		select {
+		case <-n.ctx.Done():
+			t.Stop()
+			n.peerMu.Lock()
+			p.redialing = false
+			n.peerMu.Unlock()
+			return
+		case <-t.C:
+		}
+		if _, err := n.connect(n.ctx, p, true); err == nil {
+			n.peerMu.Lock()
+			p.redialing = false
+			n.peerMu.Unlock()
+			return
+		}
+	}
+}
+
+func (n *Node) newConn(peerID string, nc net.Conn, r *wire.Reader) *conn {
+	return &conn{
+		peer:   peerID,
+		nc:     nc,
+		closer: nc,
+		r:      r,
+		w:      wire.NewWriter(nc, n.cfg.maxFrame),
+		ackCh:  make(chan struct{}),
+	}
+}
+
+func (n *Node) handshakeOut(nc net.Conn, peerID string) (*conn, error) {
+	nc.SetDeadline(time.Now().Add(handshakeTimeout))
+	defer nc.SetDeadline(time.Time{})
+	r := wire.NewReader(nc, n.cfg.maxFrame)
+	c := n.newConn(peerID, nc, r)
+	hello := wire.Header{Name: n.id, Msg: n.dataAddr}
+	if err := c.w.WriteFrame(n.ctx, wire.KindHello, &hello, nil); err != nil {
+		return nil, fmt.Errorf("mesh: hello to %s: %w", peerID, err)
+	}
+	f, err := r.Next()
+	if err != nil {
+		return nil, fmt.Errorf("mesh: handshake with %s: %w", peerID, err)
+	}
+	switch {
+	case f.Kind != wire.KindHelloAck:
+		return nil, fmt.Errorf("mesh: handshake with %s: got %s, want hello-ack", peerID, f.Kind)
+	case f.Header.Status == wire.StatusRejected:
+		return nil, errRejected
+	case f.Header.Name != peerID:
+		// The address now belongs to another node (a restart reused it).
+		return nil, fmt.Errorf("mesh: dialed %s but reached %s", peerID, f.Header.Name)
+	}
+	return c, nil
+}
+
+func (n *Node) acceptLoop() {
+	defer n.wg.Done()
+	var delay time.Duration
+	for {
+		nc, err := n.ln.Accept()
+		if err != nil {
+			if n.closing.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors or similar: back off, keep serving.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			n.log.Warn("data listener: accept failed", "err", err, "retry_in", delay)
+			select {
+			case <-time.After(delay):
+			case <-n.ctx.Done():
+				return
+			}
+			continue
+		}
+		delay = 0
+		n.wg.Add(1)
+		go n.handshakeIn(nc)
+	}
+}
+
+func (n *Node) handshakeIn(nc net.Conn) {
+	defer n.wg.Done()
+	nc.SetDeadline(time.Now().Add(handshakeTimeout))
+	r := wire.NewReader(nc, n.cfg.maxFrame)
+	f, err := r.Next()
+	if err != nil || f.Kind != wire.KindHello || f.Header.Name == "" || f.Header.Name == n.id {
+		if err == nil {
+			err = fmt.Errorf("first frame is %s, not a hello", f.Kind)
+		}
+		n.log.Info("data connection refused", "remote", nc.RemoteAddr().String(), "reason", err)
+		nc.Close()
+		return
+	}
+	id, addr := f.Header.Name, f.Header.Msg
+	c := n.newConn(id, nc, r)
+	ack := wire.Header{Name: n.id}
+	n.peerMu.Lock()
+	if n.closing.Load() {
+		n.peerMu.Unlock()
+		nc.Close()
+		return
+	}
+	p := n.peers[id]
+	if p == nil {
+		p = &peer{id: id, addr: addr}
+		n.peers[id] = p
+	}
+	// Exactly one connection per pair: an existing one wins; when both sides
+	// dial at once, the dial from the smaller ID wins.
+	reject := p.conn.Load() != nil || (p.dialing && n.id < id)
+	if reject {
+		ack.Status = wire.StatusRejected
+	}
+	// The ack is written under the lock so that it is the first frame on the
+	// connection, before any component can use it.
+	err = c.w.WriteFrame(n.ctx, wire.KindHelloAck, &ack, nil)
+	if reject || err != nil {
+		n.peerMu.Unlock()
+		c.close()
+		return
+	}
+	n.installLocked(p, c)
+	n.peerMu.Unlock()
+	nc.SetDeadline(time.Time{})
+	n.startConn(c)
+}
+
+func (n *Node) readLoop(c *conn) {
+	defer n.wg.Done()
+	defer n.connClosed(c)
+	for {
+		f, err := c.r.Next()
+		if err != nil {
+			if !c.goingAway.Load() && !n.closing.Load() && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				n.log.Info("data connection closed", "peer", c.peer, "reason", err)
+			}
+			return
+		}
+		if !n.dispatch(c, &f) {
+			return
+		}
+	}
+}
+
+// dispatch routes one frame; it returns false to close the connection.
+func (n *Node) dispatch(c *conn, f *wire.Frame) bool {
+	switch f.Kind {
+	case wire.KindRequest, wire.KindResponse, wire.KindCancel, wire.KindEvent, wire.KindCredit:
+		p := n.port(f.Header.To)
+		if p == nil {
+			if f.Kind == wire.KindRequest {
+				// Not processed, so the requester may safely send it elsewhere.
+				h := wire.Header{To: f.Header.From, Seq: f.Header.Seq, Status: wire.StatusRejected, Msg: "no such responder"}
+				c.w.WriteFrame(n.ctx, wire.KindResponse, &h, nil)
+			}
+			return true
+		}
+		p.h.HandleFrame(c.peer, f)
+	case wire.KindGoAway:
+		c.goingAway.Store(true)
+		n.markLeaving(c.peer)
+		n.detach(c)
+		c.w.WriteFrame(n.ctx, wire.KindGoAwayAck, &wire.Header{}, nil)
+	case wire.KindGoAwayAck:
+		c.ackOnce.Do(func() { close(c.ackCh) })
+	case wire.KindPing:
+		c.w.WriteFrame(n.ctx, wire.KindPong, &wire.Header{Seq: f.Header.Seq}, nil)
+	case wire.KindPong:
+	default:
+		n.log.Info("closing data connection: unexpected frame", "peer", c.peer, "kind", f.Kind.String())
+		return false
+	}
+	return true
+}
+
+// detach stops new sends on c (they will dial afresh).
+func (n *Node) detach(c *conn) {
+	n.peerMu.Lock()
+	if p := n.peers[c.peer]; p != nil {
+		p.conn.CompareAndSwap(c, nil)
+	}
+	n.peerMu.Unlock()
+}
+
+func (n *Node) connClosed(c *conn) {
+	c.close()
+	if c == n.self {
+		return
+	}
+	n.peerMu.Lock()
+	p := n.peers[c.peer]
+	wasCurrent := p != nil && p.conn.CompareAndSwap(c, nil)
+	redial := wasCurrent && p.member && !c.goingAway.Load() && !p.redialing && !n.closing.Load()
+	if redial {
+		p.redialing = true
+		p.nextDial = time.Time{}
+		n.wg.Add(1)
+		go n.redial(p)
+	}
+	n.peerMu.Unlock()
+	if redial {
+		n.setReachable(c.peer, false)
+	}
+	n.notifyPeerDown(c.peer)
+}
+
+// goAwayAll says goodbye on every connection and waits (bounded) for the
+// acknowledgements: after one, the peer has nothing more in flight to us.
+func (n *Node) goAwayAll(ctx context.Context) {
+	n.peerMu.Lock()
+	var cs []*conn
+	for _, p := range n.peers {
+		if c := p.conn.Swap(nil); c != nil {
+			c.goingAway.Store(true)
+			cs = append(cs, c)
+		}
+		p.wake()
+	}
+	n.peerMu.Unlock()
+	if len(cs) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, goAwayTimeout)
+	defer cancel()
+	for _, c := range cs {
+		c.w.WriteFrame(ctx, wire.KindGoAway, &wire.Header{}, nil)
+	}
+	for _, c := range cs {
+		select {
+		case <-c.ackCh:
+		case <-ctx.Done():
+			return
+		}
+	}
+	for _, c := range cs {
+		c.w.Flush(ctx)
+		c.close()
+	}
+}
+
+func (n *Node) closeAllConns() {
+	n.peerMu.Lock()
+	var cs []*conn
+	for _, p := range n.peers {
+		if c := p.conn.Swap(nil); c != nil {
+			cs = append(cs, c)
+		}
+		p.wake()
+	}
+	n.peerMu.Unlock()
+	for _, c := range cs {
+		c.close()
+	}
+	n.self.close()
+}
+
+// startSelf sets up the loopback connection used between components of this
+// process, so local and remote traffic take the same path.
+func (n *Node) startSelf() {
+	pipe := newMemPipe()
+	n.self = &conn{
+		peer:   n.id,
+		closer: pipe,
+		r:      wire.NewReader(pipe, n.cfg.maxFrame),
+		w:      wire.NewWriter(pipe, n.cfg.maxFrame),
+		ackCh:  make(chan struct{}),
+	}
+	n.wg.Add(1)
+	go n.readLoop(n.self)
+}
+
+// memPipe is an in-memory byte stream whose writes never block, so a
+// component may write to its own node from any goroutine, including the
+// read loop.
+type memPipe struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	buf    []byte
+	off    int
+	closed bool
+}
+
+func newMemPipe() *memPipe {
+	p := &memPipe{}
+	p.cond = sync.NewCond(&p.mu)
+	return p
+}
+
+func (p *memPipe) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return 0, net.ErrClosed
+	}
+	p.buf = append(p.buf, b...)
+	p.cond.Signal()
+	return len(b), nil
+}
+
+func (p *memPipe) Read(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for p.off == len(p.buf) && !p.closed {
+		p.cond.Wait()
+	}
+	if p.off == len(p.buf) {
+		return 0, io.EOF
+	}
+	k := copy(b, p.buf[p.off:])
+	p.off += k
+	if p.off == len(p.buf) {
+		p.buf, p.off = p.buf[:0], 0
+	}
+	return k, nil
+}
+
+func (p *memPipe) Close() error {
+	p.mu.Lock()
+	p.closed = true
+	p.cond.Broadcast()
+	p.mu.Unlock()
+	return nil
+}

@@ -1,0 +1,140 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/warrenmesh/warren/internal/wire"
+)
+
+// Handler receives the data-plane traffic of a component. It is the
+// low-level interface behind warren's requester, responder, publisher and
+// subscriber packages; applications use those packages instead.
+//
+// Both methods are called on a connection's read loop: they must not block,
+// and f.Payload is valid only until HandleFrame returns.
+type Handler interface {
+	HandleFrame(from string, f *wire.Frame)
+	// PeerDown reports that the connection to a node closed or the node left.
+	PeerDown(node string)
+}
+
+// Port is a component registered on a node: its catalogue entry and its
+// way to send frames. See Handler.
+type Port struct {
+	n      *Node
+	id     uint64
+	h      Handler
+	mu     sync.Mutex
+	closed atomic.Bool
+}
+
+// Register adds a component to the catalogue and routes frames addressed to
+// it to h. The component's Node, Addr, ID and Environment are filled in.
+func (n *Node) Register(c Component, h Handler) (*Port, error) {
+	if n.closing.Load() {
+		return nil, ErrClosed
+	}
+	p := &Port{n: n, id: n.nextID.Add(1), h: h}
+	c.ID, c.Node, c.Addr, c.Environment = p.id, n.id, n.dataAddr, n.cfg.env
+	c.Handles = append([]string(nil), c.Handles...)
+	n.compMu.Lock()
+	n.comps[p.id] = p
+	n.compMu.Unlock()
+	n.publishLocal(func(st *nodeState) { st.Components = append(st.Components, c) })
+	return p, nil
+}
+
+func (n *Node) port(id uint64) *Port {
+	n.compMu.RLock()
+	p := n.comps[id]
+	n.compMu.RUnlock()
+	return p
+}
+
+func (n *Node) notifyPeerDown(id string) {
+	n.compMu.RLock()
+	ps := make([]*Port, 0, len(n.comps))
+	for _, p := range n.comps {
+		ps = append(ps, p)
+	}
+	n.compMu.RUnlock()
+	for _, p := range ps {
+		p.h.PeerDown(id)
+	}
+}
+
+// ID returns the component's ID within its node.
+func (p *Port) ID() uint64 { return p.id }
+
+// Node returns the node the component is registered on.
+func (p *Port) Node() *Node { return p.n }
+
+// Update changes the component's catalogue entry (for example to mark it
+// draining) and spreads the change.
+func (p *Port) Update(fn func(*Component)) error {
+	if p.closed.Load() {
+		return ErrClosed
+	}
+	p.n.publishLocal(func(st *nodeState) {
+		for i := range st.Components {
+			if st.Components[i].ID == p.id {
+				fn(&st.Components[i])
+				st.Components[i].ID, st.Components[i].Node = p.id, p.n.id
+			}
+		}
+	})
+	return nil
+}
+
+// Send writes one frame to component h.To on node. It returns once the frame
+// is queued on the connection (it may wait for buffer space, or for the
+// first connection to the node). Errors wrap ErrUnreachable, ErrUnknownPeer,
+// ErrClosed, wire.ErrFrameTooLarge or ctx's error. A closed port may still
+// send responses, so that no request it received goes unanswered.
+func (p *Port) Send(ctx context.Context, node string, kind wire.Kind, h *wire.Header, payload []byte) error {
+	if p.closed.Load() && kind != wire.KindResponse {
+		return ErrClosed
+	}
+	c, err := p.n.connTo(ctx, node)
+	if err != nil {
+		return err
+	}
+	h.From = p.id
+	if err := c.w.WriteFrame(ctx, kind, h, payload); err != nil {
+		if errors.Is(err, wire.ErrFrameTooLarge) || ctx.Err() != nil {
+			return err
+		}
+		c.close() // the connection is broken: the read loop cleans up
+		return fmt.Errorf("%w: %s: %v", ErrUnreachable, node, err)
+	}
+	return nil
+}
+
+// Close removes the component from the catalogue; frames for it are refused
+// from now on (requests are answered "rejected", so they are resent
+// elsewhere).
+func (p *Port) Close() {
+	if !p.closed.CompareAndSwap(false, true) {
+		return
+	}
+	n := p.n
+	n.compMu.Lock()
+	delete(n.comps, p.id)
+	n.compMu.Unlock()
+	n.publishLocal(func(st *nodeState) {
+		out := st.Components[:0]
+		for _, c := range st.Components {
+			if c.ID != p.id {
+				out = append(out, c)
+			}
+		}
+		st.Components = out
+	})
+}
+
+// MaxFrame returns the largest frame the node sends or accepts.
+func (n *Node) MaxFrame() int { return n.cfg.maxFrame }

@@ -1,0 +1,625 @@
+package requester
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/warrenmesh/warren/internal/codec"
+	"github.com/warrenmesh/warren/internal/match"
+	"github.com/warrenmesh/warren/internal/wire"
+	"github.com/warrenmesh/warren/mesh"
+)
+
+// Requester sends typed requests to responders and waits for their replies.
+// It is safe for concurrent use; one requester serves a whole process.
+type Requester struct {
+	name string
+	cfg  config
+	node *mesh.Node
+	port *mesh.Port
+	self mesh.Component
+	log  *slog.Logger
+	bal  Balancer
+
+	mu      sync.Mutex
+	calls   map[uint64]*call // in flight, by sequence number
+	held    []*call          // FIFO of requests waiting for a responder
+	heldN   int              // live entries in held
+	pending map[tkey]int     // in flight per responder
+	seq     uint64
+	closed  bool
+
+	cacheMu  sync.RWMutex
+	cacheGen uint64
+	cache    map[routeKey]*routeEntry
+
+	kick chan struct{}
+	ctx  context.Context
+	stop context.CancelFunc
+	wg   sync.WaitGroup
+
+	sent, answered, failed, retried, rejected, timedOut atomic.Uint64
+}
+
+type tkey struct {
+	node string
+	id   uint64
+}
+
+type routeKey struct{ typ, subset string }
+
+type routeEntry struct {
+	targets []Target
+	handled bool // some responder (in any state) handles the type
+	peers   bool // some responder of this requester's partition exists
+}
+
+const (
+	stateIdle uint8 = iota
+	stateHeld
+	stateSent
+	stateDone
+)
+
+type call struct {
+	ctx         context.Context
+	typ         string
+	subset      string
+	payload     []byte
+	idempotent  bool
+	retriesLeft int
+	state       uint8
+	seq         uint64
+	target      Target
+	excluded    []tkey
+	wasHeld     bool
+	done        chan result
+}
+
+type result struct {
+	err     error
+	status  uint8
+	code    string
+	msg     string
+	from    string
+	payload []byte
+}
+
+// Stats counts a requester's work since it started.
+type Stats struct {
+	Sent     uint64 // requests written to a responder (resends included)
+	Answered uint64 // replies received (handler errors included)
+	Failed   uint64 // requests that ended in an error other than a handler's
+	Retried  uint64 // requests resent after their responder was lost
+	Rejected uint64 // requests a responder refused unprocessed and that were resent
+	TimedOut uint64 // requests whose deadline passed
+	Held     int    // requests waiting for a responder now
+	InFlight int    // requests sent and not answered yet
+}
+
+// New creates a requester named name (a label shown in the catalogue).
+func New(name string, opts ...Option) (*Requester, error) {
+	cfg := defaults()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.maxPending < 0 || cfg.retries < 0 || cfg.timeout < 0 {
+		return nil, fmt.Errorf("%w: max pending, retries and timeout must not be negative", ErrInvalidConfig)
+	}
+	if cfg.node == nil {
+		n, err := mesh.Default()
+		if err != nil {
+			return nil, err
+		}
+		cfg.node = n
+	}
+	if cfg.balancer == nil {
+		cfg.balancer = RoundRobin()
+	}
+	log := cfg.logger
+	if log == nil {
+		log = cfg.node.Logger()
+	}
+	r := &Requester{
+		name:    name,
+		cfg:     cfg,
+		node:    cfg.node,
+		log:     log.With("requester", name),
+		bal:     cfg.balancer,
+		calls:   map[uint64]*call{},
+		pending: map[tkey]int{},
+		cache:   map[routeKey]*routeEntry{},
+		kick:    make(chan struct{}, 1),
+	}
+	r.self = mesh.Component{Kind: mesh.KindRequester, Name: name, Environment: cfg.node.Environment(),
+		Key: cfg.key, Namespace: cfg.namespace}
+	p, err := cfg.node.Register(r.self, (*handler)(r))
+	if err != nil {
+		return nil, err
+	}
+	r.port = p
+	r.ctx, r.stop = context.WithCancel(context.Background())
+	r.wg.Add(1)
+	go r.dispatcher()
+	return r, nil
+}
+
+// Call sends a request and decodes the reply into a new Out.
+func Call[Out any](ctx context.Context, r *Requester, typ string, req any, opts ...CallOption) (Out, error) {
+	var out Out
+	err := r.Send(ctx, typ, req, &out, opts...)
+	return out, err
+}
+
+// Send sends req as a request of type typ to one eligible responder and
+// decodes its reply into reply (a pointer, or nil to discard it).
+//
+// Eligible responders have this requester's environment, key and
+// namespace, handle typ (exactly or by pattern), and are not draining. When
+// there is none yet, the request is held, in order, until one appears, ctx
+// ends, or the requester's timeout passes; a request that times out while
+// held never reaches a responder. When responders exist but none handles
+// typ, Send fails at once with ErrNoHandler.
+func (r *Requester) Send(ctx context.Context, typ string, req, reply any, opts ...CallOption) error {
+	if err := match.ValidName(typ); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidType, err)
+	}
+	if _, hasDeadline := ctx.Deadline(); !hasDeadline && r.cfg.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, r.cfg.timeout)
+		defer cancel()
+	}
+	payload, err := codec.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("requester: %q: %w", typ, err)
+	}
+	c := &call{ctx: ctx, typ: typ, payload: payload, done: make(chan result, 1)}
+	for _, o := range opts {
+		o(c)
+	}
+	switch {
+	case r.cfg.retries > 0:
+		c.retriesLeft = r.cfg.retries
+	case c.idempotent:
+		c.retriesLeft = DefaultRetries
+	}
+	r.mu.Lock()
+	closed := r.closed
+	r.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	if err := r.dispatch(c); err != nil {
+		r.failed.Add(1)
+		return err
+	}
+	select {
+	case res := <-c.done:
+		return r.finish(c, res, reply)
+	case <-ctx.Done():
+		if r.abandon(c) {
+			return r.ctxError(c, ctx)
+		}
+		return r.finish(c, <-c.done, reply)
+	}
+}
+
+func (r *Requester) ctxError(c *call, ctx context.Context) error {
+	r.failed.Add(1)
+	where := "in flight"
+	if c.wasHeld && c.seq == 0 {
+		where = "held: no eligible responder appeared"
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		r.timedOut.Add(1)
+		return fmt.Errorf("%w: %q (%s): %w", ErrTimeout, c.typ, where, ctx.Err())
+	}
+	return fmt.Errorf("requester: %q (%s): %w", c.typ, where, ctx.Err())
+}
+
+func (r *Requester) finish(c *call, res result, reply any) error {
+	if res.err != nil {
+		r.failed.Add(1)
+		return res.err
+	}
+	r.answered.Add(1)
+	switch res.status {
+	case wire.StatusOK:
+		if reply == nil {
+			return nil
+		}
+		if err := codec.Unmarshal(res.payload, reply); err != nil {
+			return fmt.Errorf("%w: %q from %s: %v", ErrDecode, c.typ, res.from, err)
+		}
+		return nil
+	case wire.StatusError:
+		return &RemoteError{Type: c.typ, Responder: res.from, Code: res.code, Message: res.msg}
+	case wire.StatusTooLarge:
+		return fmt.Errorf("%w: %q from %s: %s", ErrReplyTooLarge, c.typ, res.from, res.msg)
+	}
+	return fmt.Errorf("requester: %q: unknown reply status %d from %s", c.typ, res.status, res.from)
+}
+
+// routes returns the eligible targets for (typ, subset) in view v.
+func (r *Requester) routes(v *mesh.View, typ, subset string) *routeEntry {
+	k := routeKey{typ, subset}
+	r.cacheMu.RLock()
+	if r.cacheGen == v.Gen {
+		if e, ok := r.cache[k]; ok {
+			r.cacheMu.RUnlock()
+			return e
+		}
+	}
+	r.cacheMu.RUnlock()
+	e := &routeEntry{}
+	for i := range v.Components {
+		c := &v.Components[i]
+		if c.Kind != mesh.KindResponder || !c.Peers(&r.self) || (subset != "" && c.Subset != subset) {
+			continue
+		}
+		e.peers = true
+		if !match.Any(c.Handles, typ) {
+			continue
+		}
+		e.handled = true
+		if c.State != mesh.StateActive || v.Unreachable[c.Node] {
+			continue
+		}
+		e.targets = append(e.targets, Target{Node: c.Node, Component: c.ID, Subset: c.Subset})
+	}
+	r.cacheMu.Lock()
+	if r.cacheGen != v.Gen || len(r.cache) > 1024 {
+		r.cache = map[routeKey]*routeEntry{}
+		r.cacheGen = v.Gen
+	}
+	r.cache[k] = e
+	r.cacheMu.Unlock()
+	return e
+}
+
+// dispatch sends c to a responder, or holds it. It returns an error only
+// when c has failed for good (and then c is done).
+func (r *Requester) dispatch(c *call) error {
+	for {
+		e := r.routes(r.node.View(), c.typ, c.subset)
+		targets := e.targets
+		if len(c.excluded) > 0 && len(targets) > 0 {
+			targets = slices.DeleteFunc(slices.Clone(targets), func(t Target) bool {
+				return slices.Contains(c.excluded, tkey{t.Node, t.Component})
+			})
+			if len(targets) == 0 {
+				c.excluded = c.excluded[:0] // all refused: wait for the catalogue to change
+			}
+		}
+		r.mu.Lock()
+		if c.state == stateDone {
+			r.mu.Unlock()
+			return nil // abandoned meanwhile
+		}
+		if r.closed {
+			c.state = stateDone
+			r.mu.Unlock()
+			return ErrClosed
+		}
+		if len(targets) == 0 {
+			if e.peers && !e.handled {
+				c.state = stateDone
+				r.mu.Unlock()
+				if c.subset != "" {
+					return fmt.Errorf("%w: %q in subset %q", ErrNoHandler, c.typ, c.subset)
+				}
+				return fmt.Errorf("%w: %q", ErrNoHandler, c.typ)
+			}
+			if r.heldN >= r.cfg.maxPending {
+				c.state = stateDone
+				r.mu.Unlock()
+				return fmt.Errorf("%w: %q: %d requests already wait for a responder", ErrQueueFull, c.typ, r.cfg.maxPending)
+			}
+			c.state, c.wasHeld, c.seq = stateHeld, true, 0
+			r.held = append(r.held, c)
+			r.heldN++
+			r.mu.Unlock()
+			return nil
+		}
+		t := targets[0]
+		if len(targets) > 1 {
+			if _, ok := r.bal.(pendingAware); ok {
+				targets = slices.Clone(targets)
+				for i := range targets {
+					targets[i].Pending = r.pending[tkey{targets[i].Node, targets[i].Component}]
+				}
+			}
+			t = targets[r.bal.Pick(targets)]
+		}
+		r.seq++
+		c.seq, c.target, c.state = r.seq, t, stateSent
+		r.calls[c.seq] = c
+		r.pending[tkey{t.Node, t.Component}]++
+		r.mu.Unlock()
+
+		h := wire.Header{To: t.Component, Seq: c.seq, Name: c.typ}
+		if dl, ok := c.ctx.Deadline(); ok {
+			left := time.Until(dl)
+			if left <= 0 {
+				r.forget(c)
+				return nil // the caller sees its context end
+			}
+			h.Deadline = int64(left)
+		}
+		err := r.port.Send(c.ctx, t.Node, wire.KindRequest, &h, c.payload)
+		if err == nil {
+			r.sent.Add(1)
+			return nil
+		}
+		if !r.forget(c) {
+			return nil // answered or abandoned meanwhile
+		}
+		switch {
+		case errors.Is(err, wire.ErrFrameTooLarge):
+			r.finishState(c)
+			return fmt.Errorf("requester: %q: request of %d bytes: %w", c.typ, len(c.payload), err)
+		case c.ctx.Err() != nil:
+			return nil // the caller sees its context end
+		case errors.Is(err, mesh.ErrClosed):
+			r.finishState(c)
+			return fmt.Errorf("requester: %q: %w", c.typ, err)
+		}
+		r.log.Debug("responder unreachable, trying another", "type", c.typ, "node", t.Node, "err", err)
+		c.excluded = append(c.excluded, tkey{t.Node, t.Component})
+	}
+}
+
+// forget takes c out of the in-flight table after a failed write; false if
+// it was no longer there.
+func (r *Requester) forget(c *call) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.calls[c.seq] != c {
+		return false
+	}
+	delete(r.calls, c.seq)
+	r.unpend(c.target)
+	c.state = stateIdle
+	return true
+}
+
+func (r *Requester) finishState(c *call) {
+	r.mu.Lock()
+	c.state = stateDone
+	r.mu.Unlock()
+}
+
+func (r *Requester) unpend(t Target) {
+	k := tkey{t.Node, t.Component}
+	if r.pending[k] <= 1 {
+		delete(r.pending, k)
+	} else {
+		r.pending[k]--
+	}
+}
+
+// abandon withdraws c after its context ended; false if a result is
+// already on its way.
+func (r *Requester) abandon(c *call) bool {
+	r.mu.Lock()
+	switch c.state {
+	case stateDone:
+		r.mu.Unlock()
+		return false
+	case stateHeld:
+		r.heldN--
+	case stateSent:
+		delete(r.calls, c.seq)
+		r.unpend(c.target)
+		t, seq := c.target, c.seq
+		c.state = stateDone
+		r.mu.Unlock()
+		// Tell the responder, so its handler's context is cancelled.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		r.port.Send(ctx, t.Node, wire.KindCancel, &wire.Header{To: t.Component, Seq: seq}, nil)
+		cancel()
+		return true
+	}
+	c.state = stateDone
+	r.mu.Unlock()
+	return true
+}
+
+// requeueLocked puts c back at the head of the held queue. r.mu held.
+func (r *Requester) requeueLocked(c *call) {
+	c.state, c.wasHeld = stateHeld, true
+	r.held = slices.Insert(r.held, 0, c)
+	r.heldN++
+}
+
+func (r *Requester) poke() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// dispatcher sends held requests, in order, as soon as responders appear.
+func (r *Requester) dispatcher() {
+	defer r.wg.Done()
+	for {
+		v := r.node.View()
+		r.drainHeld(v)
+		select {
+		case <-v.Changed():
+		case <-r.kick:
+		case <-r.ctx.Done():
+			return
+		}
+	}
+}
+
+func (r *Requester) drainHeld(v *mesh.View) {
+	r.mu.Lock()
+	list := r.held
+	r.held = nil
+	r.mu.Unlock()
+	var keep []*call
+	for _, c := range list {
+		r.mu.Lock()
+		if c.state != stateHeld {
+			r.mu.Unlock()
+			continue
+		}
+		e := r.routes(v, c.typ, c.subset)
+		if len(e.targets) == 0 && (!e.peers || e.handled) {
+			keep = append(keep, c) // still nobody to send it to
+			r.mu.Unlock()
+			continue
+		}
+		c.state = stateIdle
+		r.heldN--
+		r.mu.Unlock()
+		if err := r.dispatch(c); err != nil {
+			r.deliver(c, result{err: err})
+		}
+	}
+	r.mu.Lock()
+	r.held = append(keep, r.held...)
+	r.mu.Unlock()
+}
+
+func (r *Requester) deliver(c *call, res result) {
+	c.done <- res // buffered: exactly one delivery per call
+}
+
+// handler receives the requester's frames from the node.
+type handler Requester
+
+func (h *handler) HandleFrame(from string, f *wire.Frame) {
+	r := (*Requester)(h)
+	if f.Kind != wire.KindResponse {
+		return
+	}
+	r.mu.Lock()
+	c := r.calls[f.Header.Seq]
+	if c == nil || c.target.Node != from {
+		r.mu.Unlock()
+		return // a late reply to an abandoned request
+	}
+	delete(r.calls, f.Header.Seq)
+	r.unpend(c.target)
+	if f.Header.Status == wire.StatusRejected || f.Header.Status == wire.StatusNoHandler {
+		// Not processed: safe to send elsewhere, whatever the retry policy.
+		c.excluded = append(c.excluded, tkey{c.target.Node, c.target.Component})
+		r.requeueLocked(c)
+		r.mu.Unlock()
+		r.rejected.Add(1)
+		r.poke()
+		return
+	}
+	c.state = stateDone
+	r.mu.Unlock()
+	res := result{status: f.Header.Status, code: f.Header.Code, msg: f.Header.Msg, from: from}
+	if len(f.Payload) > 0 {
+		res.payload = append([]byte(nil), f.Payload...)
+	}
+	r.deliver(c, res)
+}
+
+func (h *handler) PeerDown(node string) {
+	r := (*Requester)(h)
+	var lost []*call
+	r.mu.Lock()
+	requeued := false
+	for seq, c := range r.calls {
+		if c.target.Node != node {
+			continue
+		}
+		delete(r.calls, seq)
+		r.unpend(c.target)
+		if c.retriesLeft > 0 {
+			c.retriesLeft--
+			c.excluded = append(c.excluded, tkey{c.target.Node, c.target.Component})
+			r.requeueLocked(c)
+			r.retried.Add(1)
+			requeued = true
+			continue
+		}
+		c.state = stateDone
+		lost = append(lost, c)
+	}
+	r.mu.Unlock()
+	if requeued {
+		r.poke()
+	}
+	for _, c := range lost {
+		r.deliver(c, result{err: fmt.Errorf("%w: %q was in flight to %s", ErrResponderLost, c.typ, node)})
+	}
+}
+
+// Stats returns the requester's counters.
+func (r *Requester) Stats() Stats {
+	r.mu.Lock()
+	held, inflight := r.heldN, len(r.calls)
+	r.mu.Unlock()
+	return Stats{
+		Sent: r.sent.Load(), Answered: r.answered.Load(), Failed: r.failed.Load(),
+		Retried: r.retried.Load(), Rejected: r.rejected.Load(), TimedOut: r.timedOut.Load(),
+		Held: held, InFlight: inflight,
+	}
+}
+
+// Close stops the requester: new requests fail with ErrClosed, held ones
+// fail with ErrClosed at once, and Close waits (until ctx ends) for replies
+// to requests in flight before leaving the catalogue.
+func (r *Requester) Close(ctx context.Context) error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	var failed []*call
+	for _, c := range r.held {
+		if c.state == stateHeld {
+			c.state = stateDone
+			failed = append(failed, c)
+		}
+	}
+	r.held, r.heldN = nil, 0
+	r.mu.Unlock()
+	for _, c := range failed {
+		r.deliver(c, result{err: fmt.Errorf("%w: %q was held when the requester closed", ErrClosed, c.typ)})
+	}
+	var err error
+	for {
+		r.mu.Lock()
+		n := len(r.calls)
+		r.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			err = fmt.Errorf("requester: close %q: %w", r.name, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+		if err != nil {
+			break
+		}
+	}
+	r.mu.Lock()
+	for seq, c := range r.calls {
+		delete(r.calls, seq)
+		c.state = stateDone
+		failed = append(failed[:0], c)
+		r.deliver(c, result{err: fmt.Errorf("%w: %q was in flight when the requester closed", ErrClosed, c.typ)})
+	}
+	r.mu.Unlock()
+	r.stop()
+	r.wg.Wait()
+	r.port.Close()
+	return err
+}

@@ -1,0 +1,25 @@
+// Package responder answers warren requests.
+//
+// A Responder registers handlers for request types; requesters anywhere in
+// the mesh (same environment, key and namespace) find it through the
+// catalogue and send it only the types it handles. Start more copies of a
+// service to scale it: requests are spread round-robin over every
+// responder of a type.
+//
+//	r, _ := responder.New("validation-service")
+//	responder.Handle(r, "validate", func(ctx context.Context, c Card) (Result, error) {
+//		if !valid(c.Number) {
+//			return Result{}, responder.Errorf("invalid_card", "card %q is not 6 to 19 digits", c.Number)
+//		}
+//		return Result{Status: "validated"}, nil
+//	})
+//	defer r.Close(ctx) // drains: finishes in-flight work, loses no request
+//
+// Handlers run on their own goroutines, at most WithConcurrency at once,
+// never on the network read loop. A handler's error reaches the caller as a
+// *requester.RemoteError with its message (and code, for an *Error); a panic
+// is recovered and reported the same way, and the responder keeps serving.
+// Close drains gracefully: the responder is marked draining so requesters
+// stop choosing it, running handlers finish, and requests that still arrive
+// are refused unprocessed, so the requester resends them elsewhere.
+package responder

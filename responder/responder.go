@@ -1,0 +1,462 @@
+package responder
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/warrenmesh/warren/internal/codec"
+	"github.com/warrenmesh/warren/internal/match"
+	"github.com/warrenmesh/warren/internal/wire"
+	"github.com/warrenmesh/warren/mesh"
+)
+
+// HandlerFunc answers one request. Its return value is encoded as the reply
+// (nil for none); a returned error reaches the caller as a remote error with
+// its message (and code, for an *Error). ctx ends at the caller's deadline,
+// when the caller gives up, or when the responder is closed.
+type HandlerFunc func(ctx context.Context, req *Request) (any, error)
+
+// Request is one incoming request.
+type Request struct {
+	// Type is the request's type, as the requester sent it (even when the
+	// handler was registered with a wildcard).
+	Type string
+	// From is the ID of the node that sent it.
+	From    string
+	payload []byte
+}
+
+// Decode decodes the request's payload into v, a pointer.
+func (r *Request) Decode(v any) error { return codec.Unmarshal(r.payload, v) }
+
+// Payload returns the raw msgpack payload.
+func (r *Request) Payload() []byte { return r.payload }
+
+// Handle registers a typed handler: the payload is decoded into In, and the
+// returned Out is the reply. A payload that does not decode is answered
+// with an error naming the type.
+func Handle[In, Out any](r *Responder, typ string, fn func(context.Context, In) (Out, error)) {
+	r.On(typ, func(ctx context.Context, req *Request) (any, error) {
+		var in In
+		if err := req.Decode(&in); err != nil {
+			return nil, &Error{Code: "bad_request", Message: err.Error()}
+		}
+		return fn(ctx, in)
+	})
+}
+
+// Stats counts a responder's work since it started.
+type Stats struct {
+	Received  uint64 // requests received
+	Answered  uint64 // replies sent (success or handler error)
+	Errors    uint64 // handler errors, panics included
+	Panics    uint64 // handler panics recovered
+	NoHandler uint64 // requests for a type this responder does not handle
+	Expired   uint64 // requests whose deadline passed before a handler ran
+	Canceled  uint64 // requests the caller abandoned
+	InFlight  int    // handlers running or waiting for a slot now
+}
+
+type route struct {
+	pattern string
+	h       HandlerFunc
+}
+
+type reqKey struct {
+	node string
+	from uint64
+	seq  uint64
+}
+
+type job struct {
+	key      reqKey
+	typ      string
+	payload  []byte
+	deadline time.Time
+	h        HandlerFunc
+	ctx      context.Context
+	cancel   context.CancelFunc
+}
+
+// Responder answers requests of the types it handles. Create it with New,
+// add handlers with On or Handle, and Close it to drain gracefully.
+type Responder struct {
+	name string
+	cfg  config
+	node *mesh.Node
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	port    *mesh.Port
+	exact   map[string]HandlerFunc
+	wild    []route
+	active  int
+	backlog []*job
+	running map[reqKey]*job
+	closed  bool
+	refuse  bool // drained: answer new requests "rejected" so they go elsewhere
+
+	routes atomic.Pointer[routeTable]
+	ctx    context.Context
+	stop   context.CancelFunc
+	wg     sync.WaitGroup
+	idle   chan struct{} // signalled when active drops to zero
+
+	received, answered, errs, panics, noHandler, expired, canceled atomic.Uint64
+}
+
+type routeTable struct {
+	exact map[string]HandlerFunc
+	wild  []route
+}
+
+// New creates a responder named name (a label shown in the catalogue). It
+// appears in the catalogue once it has a handler.
+func New(name string, opts ...Option) (*Responder, error) {
+	cfg := defaults()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.concurrency < 1 {
+		return nil, fmt.Errorf("%w: concurrency %d must be at least 1", ErrInvalidConfig, cfg.concurrency)
+	}
+	if cfg.node == nil {
+		n, err := mesh.Default()
+		if err != nil {
+			return nil, err
+		}
+		cfg.node = n
+	}
+	log := cfg.logger
+	if log == nil {
+		log = cfg.node.Logger()
+	}
+	r := &Responder{
+		name:    name,
+		cfg:     cfg,
+		node:    cfg.node,
+		log:     log.With("responder", name),
+		exact:   map[string]HandlerFunc{},
+		running: map[reqKey]*job{},
+		idle:    make(chan struct{}, 1),
+	}
+	r.ctx, r.stop = context.WithCancel(context.Background())
+	r.routes.Store(&routeTable{exact: map[string]HandlerFunc{}})
+	return r, nil
+}
+
+// On registers h for requests of type typ. typ may be a pattern: "*"
+// matches one dot-separated segment and a final "**" the rest, so
+// On("**", h) answers every type. Exact types win over patterns; among
+// patterns, the first registered wins. Registering a type again replaces
+// its handler. On panics on an invalid pattern, like http.HandleFunc.
+func (r *Responder) On(typ string, h HandlerFunc) {
+	if err := match.ValidPattern(typ); err != nil {
+		panic(fmt.Errorf("%w: %v", ErrInvalidType, err))
+	}
+	if h == nil {
+		panic(fmt.Errorf("%w: nil handler for %q", ErrInvalidType, typ))
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	if match.IsWild(typ) {
+		i := slices.IndexFunc(r.wild, func(rt route) bool { return rt.pattern == typ })
+		if i >= 0 {
+			r.wild[i].h = h
+		} else {
+			r.wild = append(r.wild, route{typ, h})
+		}
+	} else {
+		r.exact[typ] = h
+	}
+	rt := &routeTable{exact: make(map[string]HandlerFunc, len(r.exact)), wild: slices.Clone(r.wild)}
+	types := make([]string, 0, len(r.exact)+len(r.wild))
+	for k, v := range r.exact {
+		rt.exact[k] = v
+		types = append(types, k)
+	}
+	for _, w := range r.wild {
+		types = append(types, w.pattern)
+	}
+	slices.Sort(types)
+	r.routes.Store(rt)
+	if r.port == nil {
+		p, err := r.node.Register(mesh.Component{
+			Kind:      mesh.KindResponder,
+			Name:      r.name,
+			Key:       r.cfg.key,
+			Namespace: r.cfg.namespace,
+			Subset:    r.cfg.subset,
+			Handles:   types,
+		}, (*handler)(r))
+		if err != nil {
+			r.log.Error("register responder", "err", err)
+			return
+		}
+		r.port = p
+		return
+	}
+	r.port.Update(func(c *mesh.Component) { c.Handles = types })
+}
+
+func (rt *routeTable) lookup(typ string) HandlerFunc {
+	if h, ok := rt.exact[typ]; ok {
+		return h
+	}
+	for _, w := range rt.wild {
+		if match.Match(w.pattern, typ) {
+			return w.h
+		}
+	}
+	return nil
+}
+
+// Stats returns the responder's counters.
+func (r *Responder) Stats() Stats {
+	r.mu.Lock()
+	inflight := r.active + len(r.backlog)
+	r.mu.Unlock()
+	return Stats{
+		Received: r.received.Load(), Answered: r.answered.Load(), Errors: r.errs.Load(),
+		Panics: r.panics.Load(), NoHandler: r.noHandler.Load(), Expired: r.expired.Load(),
+		Canceled: r.canceled.Load(), InFlight: inflight,
+	}
+}
+
+// handler receives the responder's frames from the node.
+type handler Responder
+
+func (h *handler) HandleFrame(from string, f *wire.Frame) {
+	r := (*Responder)(h)
+	switch f.Kind {
+	case wire.KindRequest:
+		r.received.Add(1)
+		r.accept(from, f)
+	case wire.KindCancel:
+		r.cancel(reqKey{from, f.Header.From, f.Header.Seq})
+	}
+}
+
+func (h *handler) PeerDown(node string) {
+	r := (*Responder)(h)
+	// Replies to that node cannot be delivered any more: stop the work.
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, j := range r.running {
+		if k.node == node {
+			j.cancel()
+		}
+	}
+	out := r.backlog[:0]
+	for _, j := range r.backlog {
+		if j.key.node == node {
+			j.cancel()
+			delete(r.running, j.key)
+			continue
+		}
+		out = append(out, j)
+	}
+	clear(r.backlog[len(out):])
+	r.backlog = out
+}
+
+// accept runs on the read loop: it must not block.
+func (r *Responder) accept(from string, f *wire.Frame) {
+	key := reqKey{from, f.Header.From, f.Header.Seq}
+	h := r.routes.Load().lookup(f.Header.Name)
+	if h == nil {
+		r.noHandler.Add(1)
+		r.reply(key, &wire.Header{Status: wire.StatusNoHandler,
+			Msg: fmt.Sprintf("responder %q has no handler for %q", r.name, f.Header.Name)}, nil)
+		return
+	}
+	j := &job{key: key, typ: f.Header.Name, payload: append([]byte(nil), f.Payload...), h: h}
+	if f.Header.Deadline > 0 {
+		j.deadline = time.Now().Add(time.Duration(f.Header.Deadline))
+	}
+	r.mu.Lock()
+	if r.refuse {
+		r.mu.Unlock()
+		r.reply(key, &wire.Header{Status: wire.StatusRejected, Msg: "responder is shutting down"}, nil)
+		return
+	}
+	if !j.deadline.IsZero() {
+		j.ctx, j.cancel = context.WithDeadline(r.ctx, j.deadline)
+	} else {
+		j.ctx, j.cancel = context.WithCancel(r.ctx)
+	}
+	r.running[key] = j
+	if r.active >= r.cfg.concurrency {
+		r.backlog = append(r.backlog, j)
+		r.mu.Unlock()
+		return
+	}
+	r.active++
+	r.wg.Add(1)
+	r.mu.Unlock()
+	go r.work(j)
+}
+
+// work runs j, then whatever waits in the backlog, on one goroutine.
+func (r *Responder) work(j *job) {
+	defer r.wg.Done()
+	for j != nil {
+		r.serve(j)
+		r.mu.Lock()
+		delete(r.running, j.key)
+		j = nil
+		if len(r.backlog) > 0 {
+			j = r.backlog[0]
+			r.backlog[0] = nil
+			r.backlog = r.backlog[1:]
+		} else {
+			r.active--
+			if r.active == 0 {
+				select {
+				case r.idle <- struct{}{}:
+				default:
+				}
+			}
+		}
+		r.mu.Unlock()
+	}
+}
+
+func (r *Responder) serve(j *job) {
+	defer j.cancel()
+	if err := j.ctx.Err(); err != nil {
+		// The caller's deadline passed or it gave up while the request
+		// waited: the handler never runs.
+		if j.ctx.Err() == context.DeadlineExceeded {
+			r.expired.Add(1)
+		} else {
+			r.canceled.Add(1)
+		}
+		return
+	}
+	req := &Request{Type: j.typ, From: j.key.node, payload: j.payload}
+	res, err := r.call(j.ctx, j.h, req)
+	hdr := wire.Header{Status: wire.StatusOK}
+	var body *codec.Buffer
+	if err == nil && res != nil {
+		if body, err = codec.Encode(res); err != nil {
+			err = &Error{Code: "encode", Message: err.Error()}
+		}
+	}
+	if err != nil {
+		r.errs.Add(1)
+		hdr.Status = wire.StatusError
+		hdr.Code, hdr.Msg = errorCode(err)
+	}
+	var payload []byte
+	if body != nil {
+		payload = body.Bytes()
+		defer body.Release()
+	}
+	if ferr := r.reply(j.key, &hdr, payload); ferr != nil && len(payload) > 0 {
+		// Most likely too large for a frame: say so instead of going silent.
+		r.reply(j.key, &wire.Header{Status: wire.StatusTooLarge,
+			Msg: fmt.Sprintf("reply of %d bytes to %q could not be sent: %v", len(payload), j.typ, ferr)}, nil)
+	}
+}
+
+// call runs the handler, turning a panic into an error.
+func (r *Responder) call(ctx context.Context, h HandlerFunc, req *Request) (res any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			r.panics.Add(1)
+			r.log.Error("handler panicked", "type", req.Type, "panic", p, "stack", string(debug.Stack()))
+			res, err = nil, &Error{Code: "panic", Message: fmt.Sprintf("handler for %q panicked: %v", req.Type, p)}
+		}
+	}()
+	return h(ctx, req)
+}
+
+func (r *Responder) reply(key reqKey, h *wire.Header, payload []byte) error {
+	r.mu.Lock()
+	p := r.port
+	r.mu.Unlock()
+	if p == nil {
+		return ErrClosed
+	}
+	h.To, h.Seq = key.from, key.seq
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := p.Send(ctx, key.node, wire.KindResponse, h, payload)
+	if err == nil {
+		r.answered.Add(1)
+	} else {
+		r.log.Debug("reply not sent", "to", key.node, "err", err)
+	}
+	return err
+}
+
+func (r *Responder) cancel(key reqKey) {
+	r.mu.Lock()
+	if j, ok := r.running[key]; ok {
+		j.cancel()
+	}
+	r.mu.Unlock()
+}
+
+// Close drains the responder: it is marked draining in the catalogue so
+// requesters stop choosing it, keeps serving for the drain grace, waits for
+// running and queued handlers to finish, then leaves the catalogue. Requests
+// that arrive after that are refused and resent elsewhere by the requester,
+// so a rolling restart loses none. If ctx ends first, running handlers are
+// cancelled and Close returns ctx's error without waiting for them.
+func (r *Responder) Close(ctx context.Context) error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	p := r.port
+	r.mu.Unlock()
+	if p == nil {
+		r.stop()
+		return nil
+	}
+	p.Update(func(c *mesh.Component) { c.State = mesh.StateDraining })
+	var err error
+	grace := time.NewTimer(r.cfg.drainGrace)
+	select {
+	case <-grace.C:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	grace.Stop()
+	for {
+		r.mu.Lock()
+		busy := r.active > 0 || len(r.backlog) > 0
+		if !busy || err != nil {
+			r.refuse = true
+		}
+		r.mu.Unlock()
+		if !busy || err != nil {
+			break
+		}
+		select {
+		case <-r.idle:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	p.Close()
+	r.stop() // cancels handlers still running after a timeout
+	if err != nil {
+		return fmt.Errorf("responder: close %q: %w", r.name, err)
+	}
+	r.wg.Wait()
+	return nil
+}
