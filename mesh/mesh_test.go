@@ -306,9 +306,9 @@ func TestMalformedFrameClosesOnlyThatConnection(t *testing.T) {
 	pa, _ := a.Register(mesh.Component{Kind: mesh.KindPublisher, Name: "src"}, &countHandler{})
 	for _, junk := range [][]byte{
 		[]byte("GET / HTTP/1.1\r\n\r\n"),
-		{0xff, 0xff, 0xff, 0xff, 1, 1},  // oversized length
-		{0, 0, 0, 3, 9, 1, 0},           // wrong version
-		{0, 0, 0, 2, 1},                 // truncated, then stall
+		{0xff, 0xff, 0xff, 0xff, 1, 1}, // oversized length
+		{0, 0, 0, 3, 9, 1, 0},          // wrong version
+		{0, 0, 0, 2, 1},                // truncated, then stall
 	} {
 		c, err := net.Dial("tcp", b.DataAddr())
 		if err != nil {
