@@ -364,8 +364,10 @@ func (n *Node) handshakeIn(nc net.Conn) {
 func (n *Node) readLoop(c *conn) {
 	defer n.wg.Done()
 	defer n.connClosed(c)
+	var f wire.Frame // one per connection: handlers must not keep it
 	for {
-		f, err := c.r.Next()
+		var err error
+		f, err = c.r.Next()
 		if err != nil {
 			if !c.goingAway.Load() && !n.closing.Load() && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				n.log.Info("data connection closed", "peer", c.peer, "reason", err)

@@ -103,6 +103,7 @@ type Responder struct {
 	refuse  bool // drained: answer new requests "rejected" so they go elsewhere
 
 	routes atomic.Pointer[routeTable]
+	jobs   chan *job // idle workers wait here, so goroutines (and their grown stacks) are reused
 	ctx    context.Context
 	stop   context.CancelFunc
 	wg     sync.WaitGroup
@@ -145,6 +146,7 @@ func New(name string, opts ...Option) (*Responder, error) {
 		exact:   map[string]HandlerFunc{},
 		running: map[reqKey]*job{},
 		idle:    make(chan struct{}, 1),
+		jobs:    make(chan *job),
 	}
 	r.ctx, r.stop = context.WithCancel(context.Background())
 	r.routes.Store(&routeTable{exact: map[string]HandlerFunc{}})
@@ -301,33 +303,58 @@ func (r *Responder) accept(from string, f *wire.Frame) {
 		return
 	}
 	r.active++
-	r.wg.Add(1)
 	r.mu.Unlock()
-	go r.work(j)
+	select {
+	case r.jobs <- j: // an idle worker takes it
+	default:
+		r.wg.Add(1)
+		go r.work(j)
+	}
 }
 
-// work runs j, then whatever waits in the backlog, on one goroutine.
+// workerIdle is how long a worker waits for more work before it exits.
+const workerIdle = 2 * time.Second
+
+// work runs j, then whatever waits in the backlog, then waits a while for
+// more work, so a busy responder reuses its goroutines.
 func (r *Responder) work(j *job) {
 	defer r.wg.Done()
-	for j != nil {
-		r.serve(j)
-		r.mu.Lock()
-		delete(r.running, j.key)
-		j = nil
-		if len(r.backlog) > 0 {
-			j = r.backlog[0]
-			r.backlog[0] = nil
-			r.backlog = r.backlog[1:]
-		} else {
-			r.active--
-			if r.active == 0 {
-				select {
-				case r.idle <- struct{}{}:
-				default:
+	var idle *time.Timer
+	for {
+		for j != nil {
+			r.serve(j)
+			r.mu.Lock()
+			delete(r.running, j.key)
+			j = nil
+			if len(r.backlog) > 0 {
+				j = r.backlog[0]
+				r.backlog[0] = nil
+				r.backlog = r.backlog[1:]
+			} else {
+				r.active--
+				if r.active == 0 {
+					select {
+					case r.idle <- struct{}{}:
+					default:
+					}
 				}
 			}
+			r.mu.Unlock()
 		}
-		r.mu.Unlock()
+		if idle == nil {
+			idle = time.NewTimer(workerIdle)
+		} else {
+			idle.Reset(workerIdle)
+		}
+		select {
+		case j = <-r.jobs:
+			idle.Stop()
+		case <-idle.C:
+			return
+		case <-r.ctx.Done():
+			idle.Stop()
+			return
+		}
 	}
 }
 
@@ -389,9 +416,9 @@ func (r *Responder) reply(key reqKey, h *wire.Header, payload []byte) error {
 		return ErrClosed
 	}
 	h.To, h.Seq = key.from, key.seq
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	err := p.Send(ctx, key.node, wire.KindResponse, h, payload)
+	// No per-reply timeout: a stalled peer is cut off by the connection's
+	// write deadline, and Close cancels r.ctx.
+	err := p.Send(r.ctx, key.node, wire.KindResponse, h, payload)
 	if err == nil {
 		r.answered.Add(1)
 	} else {
