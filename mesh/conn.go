@@ -115,6 +115,23 @@ func (n *Node) connTo(ctx context.Context, id string) (*conn, error) {
 	return n.connect(ctx, p, false)
 }
 
+// connNow returns the current connection to a node without waiting.
+func (n *Node) connNow(id string) (*conn, error) {
+	if id == n.id {
+		return n.self, nil
+	}
+	n.peerMu.RLock()
+	p := n.peers[id]
+	n.peerMu.RUnlock()
+	if p == nil {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownPeer, id)
+	}
+	if c := p.conn.Load(); c != nil {
+		return c, nil
+	}
+	return nil, fmt.Errorf("%w: %s", ErrUnreachable, id)
+}
+
 // connect dials p, or waits for a dial in progress. Unless force is set it
 // fails fast while the peer is in dial backoff.
 func (n *Node) connect(ctx context.Context, p *peer, force bool) (*conn, error) {
@@ -389,7 +406,7 @@ func (n *Node) dispatch(c *conn, f *wire.Frame) bool {
 			if f.Kind == wire.KindRequest {
 				// Not processed, so the requester may safely send it elsewhere.
 				h := wire.Header{To: f.Header.From, Seq: f.Header.Seq, Status: wire.StatusRejected, Msg: "no such responder"}
-				c.w.WriteFrame(n.ctx, wire.KindResponse, &h, nil)
+				c.w.Post(wire.KindResponse, &h, nil)
 			}
 			return true
 		}
@@ -398,11 +415,11 @@ func (n *Node) dispatch(c *conn, f *wire.Frame) bool {
 		c.goingAway.Store(true)
 		n.markLeaving(c.peer)
 		n.detach(c)
-		c.w.WriteFrame(n.ctx, wire.KindGoAwayAck, &wire.Header{}, nil)
+		c.w.Post(wire.KindGoAwayAck, &wire.Header{}, nil)
 	case wire.KindGoAwayAck:
 		c.ackOnce.Do(func() { close(c.ackCh) })
 	case wire.KindPing:
-		c.w.WriteFrame(n.ctx, wire.KindPong, &wire.Header{Seq: f.Header.Seq}, nil)
+		c.w.Post(wire.KindPong, &wire.Header{Seq: f.Header.Seq}, nil)
 	case wire.KindPong:
 	default:
 		n.log.Info("closing data connection: unexpected frame", "peer", c.peer, "kind", f.Kind.String())

@@ -31,8 +31,8 @@ const (
 	// gossipLimit is the largest state sent by UDP gossip; larger states go
 	// to every member over memberlist's reliable channel instead.
 	gossipLimit = 1000
-	// tombstoneTTL keeps departed node IDs from being resurrected by stale
-	// push/pull state.
+	// tombstoneTTL is how long the state of a departed node is kept, in
+	// case failure detection was wrong and it comes back.
 	tombstoneTTL = 10 * time.Minute
 )
 
@@ -119,9 +119,6 @@ func (n *Node) mergeStates(in []nodeState) int {
 		if st.Node == "" || st.Node == n.id || len(st.Components) > maxComponentsPerNode {
 			continue
 		}
-		if _, gone := n.left[st.Node]; gone {
-			continue
-		}
 		if cur, ok := n.states[st.Node]; ok && cur.Version >= st.Version {
 			continue
 		}
@@ -147,10 +144,9 @@ func (e *events) NotifyJoin(m *memberlist.Node) {
 	}
 	mem := memberFrom(m)
 	n.catMu.Lock()
-	if _, gone := n.left[m.Name]; gone {
-		n.catMu.Unlock()
-		return
-	}
+	// A node falsely declared dead comes back by refuting; memberlist's word
+	// is final, and its last known state becomes visible again.
+	delete(n.left, m.Name)
 	n.members[m.Name] = mem
 	n.rebuildLocked()
 	n.emitLocked(Event{Type: NodeJoined, Node: m.Name, Member: mem})
@@ -172,12 +168,14 @@ func (e *events) NotifyLeave(m *memberlist.Node) {
 	}
 	mem, ok := n.members[m.Name]
 	delete(n.members, m.Name)
-	delete(n.states, m.Name)
+	// Its state stays (invisible while it is not a member) in case it comes
+	// back, and is forgotten after a while.
 	now := time.Now()
 	n.left[m.Name] = now
 	for id, t := range n.left {
 		if now.Sub(t) > tombstoneTTL {
 			delete(n.left, id)
+			delete(n.states, id)
 		}
 	}
 	if ok {

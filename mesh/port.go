@@ -114,6 +114,21 @@ func (p *Port) Send(ctx context.Context, node string, kind wire.Kind, h *wire.He
 	return nil
 }
 
+// Post sends a small frame like Send but never blocks, for replies sent
+// from HandleFrame (a connection's read loop): it fails at once when there
+// is no connection to node, and does not wait for buffer space.
+func (p *Port) Post(node string, kind wire.Kind, h *wire.Header, payload []byte) error {
+	if p.closed.Load() && kind != wire.KindResponse {
+		return ErrClosed
+	}
+	c, err := p.n.connNow(node)
+	if err != nil {
+		return err
+	}
+	h.From = p.id
+	return c.w.Post(kind, h, payload)
+}
+
 // Close removes the component from the catalogue; frames for it are refused
 // from now on (requests are answered "rejected", so they are resent
 // elsewhere).

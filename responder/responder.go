@@ -277,8 +277,8 @@ func (r *Responder) accept(from string, f *wire.Frame) {
 	h := r.routes.Load().lookup(f.Header.Name)
 	if h == nil {
 		r.noHandler.Add(1)
-		r.reply(key, &wire.Header{Status: wire.StatusNoHandler,
-			Msg: fmt.Sprintf("responder %q has no handler for %q", r.name, f.Header.Name)}, nil)
+		r.post(key, &wire.Header{Status: wire.StatusNoHandler,
+			Msg: fmt.Sprintf("responder %q has no handler for %q", r.name, f.Header.Name)})
 		return
 	}
 	j := &job{key: key, typ: f.Header.Name, payload: append([]byte(nil), f.Payload...), h: h}
@@ -288,7 +288,7 @@ func (r *Responder) accept(from string, f *wire.Frame) {
 	r.mu.Lock()
 	if r.refuse {
 		r.mu.Unlock()
-		r.reply(key, &wire.Header{Status: wire.StatusRejected, Msg: "responder is shutting down"}, nil)
+		r.post(key, &wire.Header{Status: wire.StatusRejected, Msg: "responder is shutting down"})
 		return
 	}
 	if !j.deadline.IsZero() {
@@ -425,6 +425,20 @@ func (r *Responder) reply(key reqKey, h *wire.Header, payload []byte) error {
 		r.log.Debug("reply not sent", "to", key.node, "err", err)
 	}
 	return err
+}
+
+// post answers from the read loop without blocking.
+func (r *Responder) post(key reqKey, h *wire.Header) {
+	r.mu.Lock()
+	p := r.port
+	r.mu.Unlock()
+	if p == nil {
+		return
+	}
+	h.To, h.Seq = key.from, key.seq
+	if err := p.Post(key.node, wire.KindResponse, h, nil); err != nil {
+		r.log.Debug("refusal not sent", "to", key.node, "err", err)
+	}
 }
 
 func (r *Responder) cancel(key reqKey) {

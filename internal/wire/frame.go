@@ -78,7 +78,8 @@ var (
 	ErrClosed        = errors.New("wire: writer closed")
 )
 
-// Frame is one decoded frame.
+// Frame is one decoded frame. Its Header's strings are copies that stay
+// valid; its Payload aliases the decoded bytes.
 type Frame struct {
 	Kind    Kind
 	Header  Header

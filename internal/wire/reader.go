@@ -40,47 +40,56 @@ func newReaderSize(r io.Reader, max, size int) *Reader {
 // Errors: io.EOF at a clean frame boundary, io.ErrUnexpectedEOF in the middle
 // of a frame, ErrFrameTooLarge when the length prefix exceeds the limit
 // (checked before anything is allocated), ErrVersion, ErrMalformed, or the
-// underlying reader's error. Errors are final: once Next fails, every later
-// call returns the same error.
+// underlying reader's error.
+//
+// A read error (such as a read deadline passing) while the next frame fits
+// the 64 KiB buffer consumes nothing, so Next may be called again and
+// resumes where it stopped. Any other error is final: every later call
+// returns it again.
 func (r *Reader) Next() (Frame, error) {
 	if r.err != nil {
 		return Frame{}, r.err
 	}
-	f, err := r.next()
+	f, err, retry := r.next()
 	if err != nil {
-		r.err = err
+		if !retry {
+			r.err = err
+		}
 		return Frame{}, err
 	}
 	return f, nil
 }
 
-func (r *Reader) next() (Frame, error) {
+// next reads one frame; retry reports an error that consumed nothing.
+func (r *Reader) next() (f Frame, err error, retry bool) {
 	p, err := r.br.Peek(4)
 	if err != nil {
-		return Frame{}, eofErr(err, len(p) > 0)
+		return Frame{}, eofErr(err, len(p) > 0), true
 	}
 	n := binary.BigEndian.Uint32(p)
 	if uint64(n) > uint64(r.max) {
-		return Frame{}, tooLarge(n, r.max)
+		return Frame{}, tooLarge(n, r.max), false
 	}
 	if size := 4 + int(n); size <= r.br.Size() {
 		p, err := r.br.Peek(size)
 		if err != nil {
-			return Frame{}, eofErr(err, true)
+			return Frame{}, eofErr(err, true), true
 		}
 		// Discarding buffered bytes only moves the read position: they stay
 		// in place until the next Peek refills the buffer.
 		r.br.Discard(size)
-		return parseBody(p[4:], r.tab)
+		f, err = parseBody(p[4:], r.tab)
+		return f, err, false
 	}
 	if _, err := r.br.Discard(4); err != nil {
-		return Frame{}, err
+		return Frame{}, err, false
 	}
 	body, err := r.readLarge(int(n))
 	if err != nil {
-		return Frame{}, err
+		return Frame{}, err, false
 	}
-	return parseBody(body, r.tab)
+	f, err = parseBody(body, r.tab)
+	return f, err, false
 }
 
 // readLarge reads an n-byte frame body into r.big. The buffer grows with the

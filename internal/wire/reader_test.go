@@ -6,9 +6,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"os"
 	"runtime"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 // repeatReader serves the same bytes over and over, never ending.
@@ -145,6 +147,33 @@ func TestReaderUnderlyingError(t *testing.T) {
 	}
 	if _, err := r.Next(); !errors.Is(err, boom) {
 		t.Fatalf("got %v, want boom", err)
+	}
+}
+
+func TestReaderResumesAfterTimeout(t *testing.T) {
+	client, server := tcpPair(t)
+	frame := mustAppend(t, nil, KindRequest, &Header{Seq: 42, Name: "resumed"}, pattern(5000, 1), 0)
+	r := NewReader(server, 0)
+
+	server.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+	if _, err := r.Next(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("idle: %v, want a deadline error", err)
+	}
+	// Half a frame, then a timeout, then the rest.
+	if _, err := client.Write(frame[:2000]); err != nil {
+		t.Fatal(err)
+	}
+	server.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, err := r.Next(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("half a frame: %v, want a deadline error", err)
+	}
+	if _, err := client.Write(frame[2000:]); err != nil {
+		t.Fatal(err)
+	}
+	server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	f, err := r.Next()
+	if err != nil || !equalFrame(f, KindRequest, Header{Seq: 42, Name: "resumed"}, pattern(5000, 1)) {
+		t.Fatalf("after the timeouts: %v", err)
 	}
 }
 

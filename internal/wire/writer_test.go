@@ -581,3 +581,63 @@ func TestWriterLargeFrames(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestWriterReleasesBigBuffers(t *testing.T) {
+	w := NewWriter(io.Discard, 0)
+	ctx := context.Background()
+	caps := func() (int, int) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return cap(w.pending), cap(w.spare)
+	}
+	if err := w.WriteFrame(ctx, KindEvent, nil, make([]byte, 2<<20)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteFrame(ctx, KindEvent, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if p, s := caps(); max(p, s) < 2<<20 {
+		t.Fatalf("big buffer not kept while recently used: caps %d, %d", p, s)
+	}
+	w.mu.Lock()
+	w.retainFor = 0
+	w.mu.Unlock()
+	if err := w.WriteFrame(ctx, KindEvent, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if p, s := caps(); max(p, s) > retainLimit {
+		t.Fatalf("big buffers kept after the traffic calmed down: caps %d, %d", p, s)
+	}
+}
+
+func TestPostNeverBlocksAndIsWritten(t *testing.T) {
+	a, b := net.Pipe() // synchronous: a Write blocks until the other end reads
+	defer a.Close()
+	defer b.Close()
+	w := NewWriter(a, 0)
+	done := make(chan error, 1)
+	go func() {
+		for i := 0; i < 100; i++ {
+			if err := w.Post(KindPong, &Header{Seq: uint64(i)}, nil); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Post blocked on a peer that does not read")
+	}
+	r := NewReader(b, 0)
+	for i := 0; i < 100; i++ {
+		f, err := r.Next()
+		if err != nil || f.Kind != KindPong || f.Header.Seq != uint64(i) {
+			t.Fatalf("frame %d: %v %+v", i, err, f)
+		}
+	}
+}
