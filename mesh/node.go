@@ -256,15 +256,8 @@ func (n *Node) advertiseHost(bindHost string) (string, error) {
 		return ip.String(), nil
 	}
 	for _, name := range n.cfg.interfaces {
-		ifi, err := net.InterfaceByName(name)
-		if err != nil {
-			continue
-		}
-		addrs, _ := ifi.Addrs()
-		for _, a := range addrs {
-			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil {
-				return ipn.IP.String(), nil
-			}
+		if ip := interfaceIPv4(name); ip != "" {
+			return ip, nil
 		}
 	}
 	return "", nil

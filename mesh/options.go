@@ -41,6 +41,7 @@ type config struct {
 	env        string
 	bind       string
 	bindIsDef  bool // bind came from the default, so a busy DefaultPort may fall back to 0
+	bindSet    bool // bind was given by an option or WARREN_BIND
 	advertise  string
 	seeds      []string
 	mdns       bool
@@ -91,7 +92,7 @@ func WithEnvironment(env string) Option { return func(c *config) { c.env = env }
 // port. The default is 0.0.0.0:7946, falling back to a free port when 7946 is
 // taken by another node on this host.
 func WithBindAddr(addr string) Option {
-	return func(c *config) { c.bind = addr; c.bindIsDef = false }
+	return func(c *config) { c.bind, c.bindIsDef, c.bindSet = addr, false, true }
 }
 
 // WithAdvertiseAddr sets the address ("host" or "host:port") peers use to
@@ -146,7 +147,7 @@ func (c *config) applyEnv(getenv func(string) string) error {
 		if _, _, err := splitHostPortDefault(v); err != nil {
 			return fmt.Errorf("%w: %s=%q: %v", ErrInvalidConfig, EnvBind, v, err)
 		}
-		c.bind, c.bindIsDef = v, false
+		c.bind, c.bindIsDef, c.bindSet = v, false, true
 	}
 	if v := getenv(EnvAdvertise); v != "" {
 		c.advertise = v
@@ -225,13 +226,42 @@ func (c *config) validate() error {
 			return fmt.Errorf("%w: interface %q: %v", ErrInvalidConfig, name, err)
 		}
 	}
-	if testing.Testing() && c.mdns && len(c.interfaces) == 0 {
-		if c.mdnsSet {
-			return fmt.Errorf("%w: mDNS in a test binary needs explicit interfaces (WithInterfaces), so it never multicasts on the host's real network", ErrInvalidConfig)
+	if testing.Testing() {
+		switch {
+		case len(c.interfaces) == 0 && c.mdns:
+			if c.mdnsSet {
+				return fmt.Errorf("%w: mDNS in a test binary needs explicit interfaces (WithInterfaces), so it never multicasts on the host's real network", ErrInvalidConfig)
+			}
+			c.mdns = false
+		case len(c.interfaces) > 0:
+			// Named interfaces (a test's own network namespace): discover
+			// there, as a real process would, bound to the interface.
+			if !c.mdnsSet {
+				c.mdns = true
+			}
+			if !c.bindSet {
+				if ip := interfaceIPv4(c.interfaces[0]); ip != "" {
+					c.bind = net.JoinHostPort(ip, "0")
+				}
+			}
 		}
-		c.mdns = false
 	}
 	return nil
+}
+
+// interfaceIPv4 returns the first IPv4 address of the named interface.
+func interfaceIPv4(name string) string {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return ""
+	}
+	addrs, _ := ifi.Addrs()
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil {
+			return ipn.IP.String()
+		}
+	}
+	return ""
 }
 
 func splitList(v string) []string {
