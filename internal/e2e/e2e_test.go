@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strings"
@@ -31,13 +32,13 @@ type node struct {
 
 // baseEnv is the part of the test's environment a child inherits: enough to
 // run (and to race-detect or collect coverage), and no WARREN_* variable.
-func baseEnv(t *testing.T) []string {
+func baseEnv(t *testing.T, role string) []string {
 	t.Helper()
 	hostNS, err := netnsID()
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := []string{envRole + "=node", envHostNS + "=" + hostNS}
+	env := []string{envRole + "=" + role, envHostNS + "=" + hostNS}
 	for _, k := range []string{"PATH", "HOME", "TMPDIR", "GORACE", "GOCOVERDIR", "GOTRACEBACK"} {
 		if v, ok := os.LookupEnv(k); ok {
 			env = append(env, k+"="+v)
@@ -52,6 +53,13 @@ func baseEnv(t *testing.T) []string {
 // stderr, shown when the test fails).
 func startNode(t *testing.T, h *netns.Host, vars map[string]string) *node {
 	t.Helper()
+	return startRole(t, h, "node", vars, nil)
+}
+
+// startRole runs a child of the given role on h (see startNode); stdin, if
+// not nil, feeds the child's standard input.
+func startRole(t *testing.T, h *netns.Host, role string, vars map[string]string, stdin io.Reader) *node {
+	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -64,14 +72,15 @@ func startNode(t *testing.T, h *netns.Host, vars map[string]string) *node {
 	for k, v := range vars {
 		all[k] = v
 	}
-	env := baseEnv(t)
+	env := baseEnv(t, role)
 	for k, v := range all {
 		env = append(env, k+"="+v)
 	}
 	// Not t.Context(): it ends before cleanup, which stops nodes gracefully.
 	cmd := h.Command(context.Background(), exe)
 	cmd.Env = env
-	p := netns.StartProc(t, "node "+h.Name, cmd)
+	cmd.Stdin = stdin
+	p := netns.StartProc(t, role+" "+h.Name, cmd)
 	line := p.WaitLine(t, 10*time.Second, func(l string) bool {
 		e, ok := parseEvent(l)
 		return ok && (e.Event == "ready" || e.Event == "error")

@@ -60,6 +60,10 @@ func runRole(role string) int {
 	switch role {
 	case "node":
 		return runNode()
+	case "responder":
+		return runResponder()
+	case "requester":
+		return runRequester()
 	default:
 		fmt.Fprintf(os.Stderr, "e2e: unknown role %q\n", role)
 		return 2
