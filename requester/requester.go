@@ -78,6 +78,7 @@ type call struct {
 	seq         uint64
 	target      Target
 	excluded    []tkey
+	waitGen     uint64 // every target refused it: wait for a catalogue newer than this
 	wasHeld     bool
 	done        chan result
 }
@@ -287,14 +288,17 @@ func (r *Requester) routes(v *mesh.View, typ, subset string) *routeEntry {
 // when c has failed for good (and then c is done).
 func (r *Requester) dispatch(c *call) error {
 	for {
-		e := r.routes(r.node.View(), c.typ, c.subset)
+		v := r.node.View()
+		e := r.routes(v, c.typ, c.subset)
 		targets := e.targets
 		if len(c.excluded) > 0 && len(targets) > 0 {
 			targets = slices.DeleteFunc(slices.Clone(targets), func(t Target) bool {
 				return slices.Contains(c.excluded, tkey{t.Node, t.Component})
 			})
 			if len(targets) == 0 {
-				c.excluded = c.excluded[:0] // all refused: wait for the catalogue to change
+				// All refused: wait for the catalogue to change.
+				c.excluded = c.excluded[:0]
+				c.waitGen = v.Gen
 			}
 		}
 		r.mu.Lock()
@@ -473,7 +477,7 @@ func (r *Requester) drainHeld(v *mesh.View) {
 			continue
 		}
 		e := r.routes(v, c.typ, c.subset)
-		if len(e.targets) == 0 && (!e.peers || e.handled) {
+		if (len(e.targets) == 0 && (!e.peers || e.handled)) || c.waitGen == v.Gen {
 			keep = append(keep, c) // still nobody to send it to
 			r.mu.Unlock()
 			continue
