@@ -24,7 +24,7 @@ import (
 // real network, and turns discovery off. Call it from TestMain.
 func SafeEnv() {
 	for _, kv := range os.Environ() {
-		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "WARREN_") {
+		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "WARREN_") && k != "WARREN_TEST_LOG" {
 			os.Unsetenv(k)
 		}
 	}
