@@ -64,6 +64,10 @@ func runRole(role string) int {
 		return runResponder()
 	case "requester":
 		return runRequester()
+	case "publisher":
+		return runPublisher()
+	case "subscriber":
+		return runSubscriber()
 	default:
 		fmt.Fprintf(os.Stderr, "e2e: unknown role %q\n", role)
 		return 2
