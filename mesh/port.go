@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 
 	"github.com/warrenmesh/warren/internal/wire"
@@ -28,7 +27,6 @@ type Port struct {
 	n      *Node
 	id     uint64
 	h      Handler
-	mu     sync.Mutex
 	closed atomic.Bool
 }
 

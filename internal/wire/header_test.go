@@ -153,6 +153,7 @@ func TestHeaderIsGenuineMsgpack(t *testing.T) {
 
 func TestHeaderDecodesLibraryOutput(t *testing.T) {
 	type asArray struct {
+		//lint:ignore U1000 read by msgpack through its struct tag
 		_msgpack struct{} `msgpack:",as_array"`
 		To       uint64
 		From     uint64
