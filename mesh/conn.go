@@ -19,6 +19,16 @@ const (
 	tieBreakWait     = time.Second
 	maxRedialBackoff = 5 * time.Second
 	goAwayTimeout    = 2 * time.Second
+	// maxHandshakes bounds the inbound connections in their handshake or
+	// from a node that is not (yet) a member: each holds a descriptor and
+	// a 64 KiB buffer, so a client opening connections by the thousand
+	// must not exhaust either. Beyond it, new connections are closed at
+	// once (a peer dialing then retries with backoff).
+	maxHandshakes = 128
+	// strangerGrace is how long an inbound connection from a node that is
+	// not a member may stay open; gossip makes a real peer a member well
+	// within it.
+	strangerGrace = 10 * time.Second
 )
 
 var errRejected = errors.New("mesh: connection rejected by peer (duplicate)")
@@ -309,6 +319,9 @@ func (n *Node) handshakeOut(nc net.Conn, peerID string) (*conn, error) {
 func (n *Node) acceptLoop() {
 	defer n.wg.Done()
 	var delay time.Duration
+	slots := make(chan struct{}, maxHandshakes)
+	var refused int
+	var lastWarn time.Time
 	for {
 		nc, err := n.ln.Accept()
 		if err != nil {
@@ -326,20 +339,48 @@ func (n *Node) acceptLoop() {
 			continue
 		}
 		delay = 0
+		select {
+		case slots <- struct{}{}:
+		default:
+			nc.Close()
+			refused++
+			if time.Since(lastWarn) >= time.Second {
+				n.log.Warn("data listener: too many connections in handshake or from non-members; refusing new ones",
+					"limit", maxHandshakes, "refused", refused)
+				lastWarn, refused = time.Now(), 0
+			}
+			continue
+		}
 		n.wg.Add(1)
-		go n.handshakeIn(nc)
+		go n.handshakeIn(nc, func() { <-slots })
 	}
 }
 
-func (n *Node) handshakeIn(nc net.Conn) {
+// handshakeIn answers an inbound connection's hello. It calls release
+// once the connection no longer needs its handshake slot: when it is
+// refused, or installed for a member, or (from a non-member) when that node
+// becomes a member or the connection closes.
+func (n *Node) handshakeIn(nc net.Conn, release func()) {
 	defer n.wg.Done()
+	held := true
+	defer func() {
+		if held {
+			release()
+		}
+	}()
 	nc.SetDeadline(time.Now().Add(handshakeTimeout))
 	r := wire.NewReader(nc, n.cfg.maxFrame)
 	f, err := r.Next()
-	if err != nil || f.Kind != wire.KindHello || f.Header.Name == "" || f.Header.Name == n.id {
-		if err == nil {
-			err = fmt.Errorf("first frame is %s, not a hello", f.Kind)
-		}
+	switch {
+	case err != nil:
+	case f.Kind != wire.KindHello:
+		err = fmt.Errorf("first frame is %s, not a hello", f.Kind)
+	case f.Header.Name == "":
+		err = errors.New("hello without a node name")
+	case f.Header.Name == n.id:
+		err = errors.New("hello from a node with this node's own ID")
+	}
+	if err != nil {
 		n.log.Info("data connection refused", "remote", nc.RemoteAddr().String(), "reason", err)
 		nc.Close()
 		return
@@ -373,9 +414,45 @@ func (n *Node) handshakeIn(nc net.Conn) {
 		return
 	}
 	n.installLocked(p, c)
+	stranger := !p.member
 	n.peerMu.Unlock()
 	nc.SetDeadline(time.Time{})
 	n.startConn(c)
+	if stranger {
+		held = false
+		n.wg.Add(1)
+		go n.watchStranger(p, c, release)
+	}
+}
+
+// watchStranger closes c, from a node that is not a member, unless that
+// node becomes a member within strangerGrace, and then releases c's
+// handshake slot (at once if c closes earlier).
+func (n *Node) watchStranger(p *peer, c *conn, release func()) {
+	defer n.wg.Done()
+	defer release()
+	deadline := time.Now().Add(strangerGrace)
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		n.peerMu.Lock()
+		member, current := p.member, p.conn.Load() == c
+		n.peerMu.Unlock()
+		if member || !current {
+			return
+		}
+		if time.Now().After(deadline) {
+			n.log.Info("data connection closed: the peer is not a member of the mesh", "peer", c.peer,
+				"remote", c.nc.RemoteAddr().String(), "after", strangerGrace)
+			c.close()
+			return
+		}
+	}
 }
 
 func (n *Node) readLoop(c *conn) {
@@ -445,6 +522,11 @@ func (n *Node) connClosed(c *conn) {
 	n.peerMu.Lock()
 	p := n.peers[c.peer]
 	wasCurrent := p != nil && p.conn.CompareAndSwap(c, nil)
+	if wasCurrent && !p.member && !p.dialing && !p.redialing {
+		// A node that connected without being a member leaves nothing
+		// behind (nor an address anyone would dial).
+		delete(n.peers, c.peer)
+	}
 	redial := wasCurrent && p.member && !c.goingAway.Load() && !p.redialing && !n.closing.Load()
 	if redial {
 		p.redialing = true

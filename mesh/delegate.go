@@ -57,6 +57,10 @@ func (d *delegate) NotifyMsg(b []byte) {
 		n.log.Debug("gossip: ignoring unknown message", "len", len(b))
 		return
 	}
+	if err := checkGossip(b[1:]); err != nil {
+		n.log.Info("gossip: catalogue state refused", "err", err)
+		return
+	}
 	var st nodeState
 	if err := msgpack.Unmarshal(b[1:], &st); err != nil {
 		n.log.Info("gossip: malformed catalogue state", "err", err)
@@ -94,6 +98,10 @@ func (d *delegate) LocalState(join bool) []byte {
 func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 	n := d.node()
 	if len(buf) < 1 || buf[0] != msgStates {
+		return
+	}
+	if err := checkGossip(buf[1:]); err != nil {
+		n.log.Info("gossip: catalogue push/pull refused", "err", err)
 		return
 	}
 	var all []nodeState
@@ -218,7 +226,9 @@ func (n *Node) rebuildLocked() {
 	old := n.view.Load()
 	var comps []Component
 	for id, st := range n.states {
-		if _, ok := n.members[id]; !ok {
+		if _, ok := n.members[id]; !ok || st.Leaving {
+			// A node that said goodbye offers nothing any more, even while
+			// its leave is still travelling through gossip.
 			continue
 		}
 		comps = append(comps, st.Components...)
@@ -245,8 +255,9 @@ func (n *Node) rebuildLocked() {
 // markLeaving records that a peer said goodbye.
 func (n *Node) markLeaving(id string) {
 	n.catMu.Lock()
-	if st := n.states[id]; st != nil {
+	if st := n.states[id]; st != nil && !st.Leaving {
 		st.Leaving = true
+		n.rebuildLocked()
 	}
 	n.catMu.Unlock()
 }

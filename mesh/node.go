@@ -357,6 +357,9 @@ func (n *Node) Close(ctx context.Context) error {
 	n.compMu.Unlock()
 	for _, p := range ports {
 		p.Close()
+		if cn, ok := p.h.(nodeClosingNotifier); ok {
+			cn.NodeClosing()
+		}
 	}
 	n.publishLocal(func(st *nodeState) { st.Leaving = true })
 	// 2. Announce leave, so peers drop us at once rather than by failure
@@ -472,8 +475,11 @@ func (n *Node) joinLoop() {
 				continue
 			}
 			if memberAddrs[addr] {
+				// Rejoin as soon as it stops being a member (a partition,
+				// a restart), then back off: a wait set here would delay
+				// the rejoin after a partition heals by up to joinMax.
 				c.backoff = 250 * time.Millisecond
-				c.next = now.Add(n.cfg.joinMax)
+				c.next = time.Time{}
 				continue
 			}
 			if now.Before(c.next) {

@@ -14,12 +14,16 @@ import (
 // subscriber packages; applications use those packages instead.
 //
 // Both methods are called on a connection's read loop: they must not block,
-// and f.Payload is valid only until HandleFrame returns.
+// and f.Payload is valid only until HandleFrame returns. A handler that also
+// has a method NodeClosing() is told when its node closes (after its port
+// was closed), so the component can fail its pending work and stop.
 type Handler interface {
 	HandleFrame(from string, f *wire.Frame)
 	// PeerDown reports that the connection to a node closed or the node left.
 	PeerDown(node string)
 }
+
+type nodeClosingNotifier interface{ NodeClosing() }
 
 // Port is a component registered on a node: its catalogue entry and its
 // way to send frames. See Handler.

@@ -596,3 +596,11 @@ func (h *handler) PeerDown(node string) {
 	p.smu.Unlock()
 	p.notify()
 }
+
+// NodeClosing is called by the node as it closes: the component closes at
+// once, failing what it still holds.
+func (h *handler) NodeClosing() {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	(*Publisher)(h).Close(ctx)
+}

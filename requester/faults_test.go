@@ -233,3 +233,74 @@ func TestStoppedServiceMakesRequestsWaitThenComplete(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestNodeCloseClosesItsComponents(t *testing.T) {
+	meshtest.CheckGoroutines(t)
+	n, err := mesh.New(meshtest.Options(t)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := requester.New("c", requester.WithMesh(n))
+	errc := make(chan error, 1)
+	go func() { errc <- req.Send(context.Background(), "validate", nil, nil) }()
+	meshtest.Eventually(t, 5*time.Second, func() error {
+		if req.Stats().Held != 1 {
+			return errors.New("not held")
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := n.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, requester.ErrClosed) {
+			t.Fatalf("held request after its node closed: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("held request still waiting after its node closed")
+	}
+	if err := req.Send(context.Background(), "validate", nil, nil); !errors.Is(err, requester.ErrClosed) {
+		t.Fatalf("Send after the node closed: %v", err)
+	}
+}
+
+func TestConcurrentClosesLeaveNoStaleResponder(t *testing.T) {
+	// Several responders' nodes closing at the same moment: their leave
+	// gossip may be lost, but the goodbye on the data connection takes them
+	// out of rotation at once.
+	seed := meshtest.Node(t)
+	req := newRequester(t, seed)
+	var nodes []*mesh.Node
+	for i := 0; i < 3; i++ {
+		n, err := mesh.New(append(meshtest.Options(t), mesh.WithSeeds(seed.Addr()))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		validator(t, n)
+		nodes = append(nodes, n)
+	}
+	waitHandlers(t, seed, "validate", 3)
+	ctx := ctxT(t, 20*time.Second)
+	for i := 0; i < 6; i++ { // a connection to each
+		if _, err := requester.Call[verdict](ctx, req, "validate", card{"123456"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		wg.Add(1)
+		go func() { defer wg.Done(); n.Close(ctx) }()
+	}
+	wg.Wait()
+	meshtest.Eventually(t, 2*time.Second, func() error {
+		for _, c := range seed.Catalogue() {
+			if c.Kind == mesh.KindResponder {
+				return fmt.Errorf("closed responder still listed: %s", c)
+			}
+		}
+		return nil
+	})
+}

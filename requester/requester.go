@@ -627,3 +627,11 @@ func (r *Requester) Close(ctx context.Context) error {
 	r.port.Close()
 	return err
 }
+
+// NodeClosing is called by the node as it closes: the component closes at
+// once, failing what it still holds.
+func (h *handler) NodeClosing() {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	(*Requester)(h).Close(ctx)
+}

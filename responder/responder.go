@@ -501,3 +501,11 @@ func (r *Responder) Close(ctx context.Context) error {
 	r.wg.Wait()
 	return nil
 }
+
+// NodeClosing is called by the node as it closes: the component closes at
+// once, failing what it still holds.
+func (h *handler) NodeClosing() {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	(*Responder)(h).Close(ctx)
+}

@@ -1,6 +1,7 @@
 package subscriber
 
 import (
+	"context"
 	"sync"
 
 	"github.com/warrenmesh/warren/internal/wire"
@@ -307,4 +308,12 @@ func (s *Subscriber) sendCredits(port *mesh.Port, ps *pubState) {
 		// are closing: nothing to do.
 		s.log.Debug("subscriber: credits not returned", "node", ps.key.node, "err", err)
 	}
+}
+
+// NodeClosing is called by the node as it closes: the component closes at
+// once, failing what it still holds.
+func (h *handler) NodeClosing() {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	(*Subscriber)(h).Close(ctx)
 }
