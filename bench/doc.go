@@ -1,0 +1,19 @@
+// Command bench measures warren side by side with cote 1.2.0 (Node.js) and a
+// raw Go TCP echo, and writes a report:
+//
+//	go run ./bench          # full run, about 5 minutes
+//	go run ./bench -quick   # a few seconds per scenario, for CI
+//
+// Every process, warren's, cote's and the raw baseline's, is a separate OS
+// process inside one of two network namespaces the program creates and
+// removes (also on Ctrl-C): cote discovers by UDP broadcast and warren by
+// multicast DNS, and neither may ever run in the host's namespace. Go roles
+// are this same binary, re-executed; cote roles are bench/cote/roles.js,
+// installed with npm ci from a lockfile pinned to cote 1.2.0.
+//
+// The report goes to bench/out: report.md (a table with the warren/cote and
+// warren/raw ratios), report.json (the same data) and ratios.svg (a chart).
+// The program exits non-zero when a scenario is broken, for example when
+// warren, with retries on, loses a request whose responder was killed.
+// See bench/README.md for what each scenario measures.
+package main

@@ -1,0 +1,373 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/warrenmesh/warren/bench/internal/nsnet"
+)
+
+var nodeBin = "/usr/bin/node"
+
+func main() {
+	if os.Getenv(envRole) != "" {
+		os.Exit(runRole())
+	}
+	os.Exit(run())
+}
+
+type options struct {
+	quick   bool
+	out     string
+	only    string
+	impls   string
+	seeds   bool
+	verbose bool
+	measure time.Duration
+	warmup  time.Duration
+	profile string
+}
+
+func run() int {
+	var o options
+	flag.BoolVar(&o.quick, "quick", false, "a few seconds per scenario (for CI: checks the tool works, not the speed)")
+	flag.StringVar(&o.out, "out", "", "report directory (default: bench/out in the module)")
+	flag.StringVar(&o.only, "only", "", "comma-separated scenario numbers to run, e.g. 1,5 (default: all)")
+	flag.StringVar(&o.impls, "impl", "warren,cote,raw", "implementations to run")
+	flag.BoolVar(&o.seeds, "seeds", false, "warren finds peers by seed addresses instead of mDNS")
+	flag.BoolVar(&o.verbose, "v", false, "print every event of every process")
+	flag.StringVar(&o.profile, "profile", "", "directory where Go children write CPU and heap profiles (pprof)")
+	flag.DurationVar(&o.measure, "measure", 0, "measured window of throughput runs (default 8s, -quick 1s)")
+	flag.DurationVar(&o.warmup, "warmup", 0, "warm-up before each window (default 2s, -quick 300ms)")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer stop()
+	code, err := runBench(ctx, o)
+	if err != nil {
+		if ctx.Err() != nil {
+			fmt.Fprintln(os.Stderr, "bench: interrupted; every process and namespace it made is removed")
+			return 130
+		}
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
+	return code
+}
+
+func runBench(ctx context.Context, o options) (int, error) {
+	started := time.Now()
+	p := plan{Quick: o.quick, Warmup: 2 * time.Second, Measure: 8 * time.Second, FailRun: 6 * time.Second,
+		Grace: 5 * time.Second, Reps: 5, Seeds: o.seeds}
+	if o.quick {
+		p.Warmup, p.Measure, p.FailRun, p.Grace, p.Reps = 300*time.Millisecond, time.Second, 2*time.Second, 2*time.Second, 1
+	}
+	if o.measure > 0 {
+		p.Measure = o.measure
+	}
+	if o.warmup > 0 {
+		p.Warmup = o.warmup
+	}
+	p.WarmupS, p.MeasureS, p.FailRunS = p.Warmup.Seconds(), p.Measure.Seconds(), p.FailRun.Seconds()
+	for _, s := range strings.Split(o.impls, ",") {
+		switch im := impl(strings.TrimSpace(s)); im {
+		case implWarren, implCote, implRaw:
+			p.Impls = append(p.Impls, im)
+		default:
+			return 2, fmt.Errorf("-impl: unknown implementation %q (want warren, cote, raw)", s)
+		}
+	}
+	for _, s := range strings.Split(o.only, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 8 {
+			return 2, fmt.Errorf("-only: %q is not a scenario number 1-8", s)
+		}
+		p.Scenarios = append(p.Scenarios, n)
+	}
+	if os.Geteuid() != 0 {
+		return 1, errors.New("the benchmark needs root: every process runs in a network namespace it creates")
+	}
+
+	root, err := findRoot()
+	if err != nil {
+		return 1, err
+	}
+	if o.out == "" {
+		o.out = filepath.Join(root, "bench", "out")
+	}
+	coteDir := filepath.Join(root, "bench", "cote")
+	m := machineInfo()
+	if p.has(implCote) {
+		if err := ensureCote(ctx, coteDir); err != nil {
+			return 1, err
+		}
+		m.Node = commandLine("node", "--version")
+		m.Cote = coteVersion(coteDir)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return 1, err
+	}
+	hostNS, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		return 1, fmt.Errorf("reading this process's network namespace: %w", err)
+	}
+	if stale := nsnet.Stale(ctx); len(stale) > 0 {
+		fmt.Fprintf(os.Stderr, "bench: note: namespaces left by an earlier, killed run (remove with `ip netns delete NAME`): %s\n", strings.Join(stale, " "))
+	}
+	nw, err := nsnet.New(ctx)
+	if err != nil {
+		return 1, err
+	}
+	if o.profile != "" {
+		if o.profile, err = filepath.Abs(o.profile); err == nil {
+			err = os.MkdirAll(o.profile, 0o755)
+		}
+		if err != nil {
+			return 1, fmt.Errorf("-profile: %w", err)
+		}
+	}
+	ps := &procs{self: self, coteDir: coteDir, hostNS: hostNS, verbose: o.verbose, profile: o.profile, live: map[*proc]bool{}}
+	defer func() {
+		ps.killAll()
+		if err := nw.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: cleanup:", err)
+		}
+	}()
+	b := &bench{plan: p, net: nw, ps: ps, logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, f, a...) }}
+	rep := &report{Started: started, Machine: m, Plan: p,
+		Topology: fmt.Sprintf("two network namespaces joined by a veth pair: requesters and the publisher in one (%s), responders and subscribers in the other (%s); nothing in the host namespace", nw.A.IP, nw.B.IP)}
+	fmt.Fprintf(os.Stderr, "bench: %d cores, %s, load average %s; namespaces %s and %s\n", m.Cores, m.Go, m.LoadBefore, nw.A.NS, nw.B.NS)
+
+	for _, j := range b.jobs() {
+		r := j.row
+		if len(p.Scenarios) > 0 && !slices.Contains(p.Scenarios, r.Scenario) {
+			continue
+		}
+		for _, im := range []impl{implWarren, implCote, implRaw} {
+			fn := j.run[im]
+			if fn == nil || !p.has(im) {
+				continue
+			}
+			t0 := time.Now()
+			res, err := fn(ctx)
+			if ctx.Err() != nil {
+				return 130, ctx.Err()
+			}
+			if err != nil {
+				if res == nil {
+					res = &measure{}
+				}
+				res.Error = err.Error()
+				rep.Broken = append(rep.Broken, fmt.Sprintf("%s %s, %s: %v", r.ID, r.Name, im, err))
+			}
+			switch im {
+			case implWarren:
+				r.Warren = res
+			case implCote:
+				r.Cote = res
+			case implRaw:
+				r.Raw = res
+			}
+			fmt.Fprintf(os.Stderr, "%-4s %-34s %-6s %-40s (%.1f s)\n", r.ID, r.Name, im, oneLine(res.cell(r)), time.Since(t0).Seconds())
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "     error: %v\n", err)
+			}
+		}
+		r.finish()
+		rep.Rows = append(rep.Rows, r)
+	}
+	rep.Machine.LoadAfter = loadAvg()
+	rep.Seconds = time.Since(started).Seconds()
+	if err := rep.write(o.out); err != nil {
+		return 1, fmt.Errorf("writing the report: %w", err)
+	}
+	fmt.Println(rep.table())
+	fmt.Printf("report: %s (and report.json, ratios.svg); %.0f s; load average before %s, after %s\n",
+		filepath.Join(o.out, "report.md"), rep.Seconds, m.LoadBefore, rep.Machine.LoadAfter)
+	if len(rep.Broken) > 0 {
+		fmt.Fprintf(os.Stderr, "bench: %d broken:\n  %s\n", len(rep.Broken), strings.Join(rep.Broken, "\n  "))
+		return 1, nil
+	}
+	return 0, nil
+}
+
+func oneLine(s string) string { return strings.ReplaceAll(s, "**", "") }
+
+type job struct {
+	row *row
+	run map[impl]func(context.Context) (*measure, error)
+}
+
+// jobs lists every row and how each implementation measures it.
+func (b *bench) jobs() []job {
+	reqres := func(conc, payload, responders int, raw bool) map[impl]func(context.Context) (*measure, error) {
+		m := map[impl]func(context.Context) (*measure, error){}
+		for _, im := range []impl{implWarren, implCote, implRaw} {
+			if im == implRaw && !raw {
+				continue
+			}
+			m[im] = func(ctx context.Context) (*measure, error) { return b.reqres(ctx, im, conc, payload, responders) }
+		}
+		return m
+	}
+	both := func(fn func(context.Context, impl) (*measure, error)) map[impl]func(context.Context) (*measure, error) {
+		return map[impl]func(context.Context) (*measure, error){
+			implWarren: func(ctx context.Context) (*measure, error) { return fn(ctx, implWarren) },
+			implCote:   func(ctx context.Context) (*measure, error) { return fn(ctx, implCote) },
+		}
+	}
+	pubsub := func(subs int) map[impl]func(context.Context) (*measure, error) {
+		return both(func(ctx context.Context, im impl) (*measure, error) { return b.pubsub(ctx, im, subs) })
+	}
+	return []job{
+		{&row{ID: "1a", Scenario: 1, Name: "req/res, 1 in flight", Unit: "req/s", HigherBetter: true, Payload: 16, InFlight: 1,
+			Target: "≥ 1.2× cote, ≥ 0.9× raw", check: ratioAtLeast(1.2, 0.9), ratioTargets: [2]float64{1.2, 0.9}},
+			reqres(1, 16, 1, true)},
+		{&row{ID: "1b", Scenario: 1, Name: "req/res, 16 in flight", Unit: "req/s", HigherBetter: true, Payload: 16, InFlight: 16},
+			reqres(16, 16, 1, true)},
+		{&row{ID: "1c", Scenario: 1, Name: "req/res, 64 in flight", Unit: "req/s", HigherBetter: true, Payload: 16, InFlight: 64,
+			Target: "≥ 5× cote", check: ratioAtLeast(5, 0), ratioTargets: [2]float64{5, 0}},
+			reqres(64, 16, 1, true)},
+		{&row{ID: "2", Scenario: 2, Name: "req/res, 64 in flight, 3 responders", Unit: "req/s", HigherBetter: true, Payload: 16, InFlight: 64},
+			reqres(64, 16, 3, false)},
+		{&row{ID: "3a", Scenario: 3, Name: "req/res, 1 KiB, 16 in flight", Unit: "req/s", HigherBetter: true, Payload: 1 << 10, InFlight: 16},
+			reqres(16, 1<<10, 1, true)},
+		{&row{ID: "3b", Scenario: 3, Name: "req/res, 64 KiB, 16 in flight", Unit: "req/s", HigherBetter: true, Payload: 64 << 10, InFlight: 16},
+			reqres(16, 64<<10, 1, true)},
+		{&row{ID: "4a", Scenario: 4, Name: "pub/sub, 1 → 1", Unit: "msg/s", HigherBetter: true, Payload: 16,
+			Target: "≥ 5× cote", check: ratioAtLeast(5, 0), ratioTargets: [2]float64{5, 0}},
+			pubsub(1)},
+		{&row{ID: "4b", Scenario: 4, Name: "pub/sub, 1 → 4", Unit: "msg/s", HigherBetter: true, Payload: 16},
+			pubsub(4)},
+		{&row{ID: "5", Scenario: 5, Name: "cold start to first reply", Unit: "ms", Payload: 16,
+			Target: "< 150 ms", check: warrenBelow(150)},
+			both(b.coldStart)},
+		{&row{ID: "6", Scenario: 6, Name: "appearance: 100 held answered", Unit: "ms", Payload: 16,
+			Target: "< 50 ms", check: warrenBelow(50)},
+			both(b.appearance)},
+		{&row{ID: "7", Scenario: 7, Name: "responder SIGKILLed under load", Unit: "requests", Payload: 16, InFlight: failConc,
+			Target: "0 lost, 0 twice", check: func(r *row) *bool {
+				if r.Warren == nil || r.Warren.Fail == nil {
+					return nil
+				}
+				return boolp(r.Warren.Fail.Lost == 0 && r.Warren.Fail.Dup == 0)
+			}},
+			both(b.failure)},
+		{&row{ID: "8a", Scenario: 8, Name: "idle responder, resident memory", Unit: "MB",
+			Target: "< 20 MB", check: warrenBelow(20)},
+			both(b.idle)},
+		{&row{ID: "8b", Scenario: 8, Name: "memory growth, 100 k held requests", Unit: "MB", Payload: 16},
+			both(b.heldMemory)},
+	}
+}
+
+// findRoot finds the module root: the directory holding bench/cote.
+func findRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "bench", "cote", "roles.js")); err == nil {
+			return d, nil
+		}
+		if d == filepath.Dir(d) {
+			return "", fmt.Errorf("cannot find bench/cote/roles.js above %s: run from the warren module", dir)
+		}
+	}
+}
+
+// ensureCote installs cote from the lockfile when node_modules is missing.
+// Install scripts are not run: nothing of cote runs outside a namespace.
+func ensureCote(ctx context.Context, dir string) error {
+	if _, err := os.Stat(nodeBin); err != nil {
+		p, err := exec.LookPath("node")
+		if err != nil {
+			return fmt.Errorf("cote needs Node.js (node not found; use -impl warren,raw to skip cote): %w", err)
+		}
+		nodeBin = p
+	}
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "cote", "package.json")); err == nil {
+		return nil
+	}
+	fmt.Fprintf(os.Stderr, "bench: installing cote in %s (npm ci)\n", dir)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund")
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("npm ci in %s: %w", dir, err)
+	}
+	return nil
+}
+
+func coteVersion(dir string) string {
+	b, err := os.ReadFile(filepath.Join(dir, "node_modules", "cote", "package.json"))
+	if err != nil {
+		return ""
+	}
+	const key = `"version": "`
+	s := string(b)
+	if i := strings.Index(s, key); i >= 0 {
+		s = s[i+len(key):]
+		if j := strings.IndexByte(s, '"'); j >= 0 {
+			return s[:j]
+		}
+	}
+	return ""
+}
+
+func commandLine(argv ...string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func machineInfo() machine {
+	m := machine{Cores: runtime.NumCPU(), Go: runtime.Version(), LoadBefore: loadAvg()}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPU = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return m
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}

@@ -1,0 +1,272 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// measure is one implementation's figure for one row.
+type measure struct {
+	Value   float64     `json:"value"` // in the row's unit
+	P50US   float64     `json:"p50_us,omitempty"`
+	P99US   float64     `json:"p99_us,omitempty"`
+	Samples []float64   `json:"samples,omitempty"`            // repetitions, or per subscriber
+	CPUUS   float64     `json:"cpu_us_per_request,omitempty"` // CPU time of all processes over the window, per request
+	Cores   float64     `json:"cores_busy,omitempty"`         // that CPU time divided by the window
+	Detail  string      `json:"detail,omitempty"`
+	Fail    *failCounts `json:"failure,omitempty"`
+	Error   string      `json:"error,omitempty"`
+}
+
+type failCounts struct {
+	Issued   uint64 `json:"issued"`
+	Answered uint64 `json:"answered"`
+	Failed   uint64 `json:"failed"`
+	Retried  uint64 `json:"retried"`
+	Lost     uint64 `json:"lost"`
+	Dup      uint64 `json:"answered_twice"`
+}
+
+// row is one line of the report: a scenario variant, measured for each
+// implementation that applies.
+type row struct {
+	ID           string   `json:"id"`
+	Scenario     int      `json:"scenario"`
+	Name         string   `json:"name"`
+	Unit         string   `json:"unit"`
+	HigherBetter bool     `json:"higher_is_better"`
+	Payload      int      `json:"payload_bytes,omitempty"`
+	InFlight     int      `json:"in_flight,omitempty"`
+	Warren       *measure `json:"warren,omitempty"`
+	Cote         *measure `json:"cote,omitempty"`
+	Raw          *measure `json:"raw,omitempty"`
+	// VsCote and VsRaw say how many times better warren is: warren÷other
+	// for rates, other÷warren for times and memory, so above 1 is better.
+	VsCote *float64 `json:"warren_vs_cote,omitempty"`
+	VsRaw  *float64 `json:"warren_vs_raw,omitempty"`
+	Target string   `json:"target,omitempty"`
+	Met    *bool    `json:"target_met,omitempty"`
+	// check evaluates the target once the figures are in.
+	check func(r *row) *bool
+	// ratioTargets are drawn on the chart: vs cote, vs raw (0 for none).
+	ratioTargets [2]float64
+}
+
+type machine struct {
+	Cores      int    `json:"cores"`
+	CPU        string `json:"cpu"`
+	Kernel     string `json:"kernel"`
+	Go         string `json:"go"`
+	Node       string `json:"node,omitempty"`
+	Cote       string `json:"cote,omitempty"`
+	LoadBefore string `json:"loadavg_before"`
+	LoadAfter  string `json:"loadavg_after"`
+}
+
+type report struct {
+	Started  time.Time `json:"started"`
+	Seconds  float64   `json:"duration_s"`
+	Machine  machine   `json:"machine"`
+	Plan     plan      `json:"plan"`
+	Rows     []*row    `json:"rows"`
+	Broken   []string  `json:"broken,omitempty"`
+	Topology string    `json:"topology"`
+}
+
+func (r *row) finish() {
+	adv := func(o *measure) *float64 {
+		if r.Warren == nil || o == nil || r.Warren.Error != "" || o.Error != "" || r.Warren.Fail != nil {
+			return nil
+		}
+		w, c := r.Warren.Value, o.Value
+		var v float64
+		if r.HigherBetter {
+			v = w / c
+		} else {
+			v = c / w
+		}
+		if math.IsInf(v, 0) || math.IsNaN(v) || v == 0 {
+			return nil
+		}
+		return &v
+	}
+	r.VsCote, r.VsRaw = adv(r.Cote), adv(r.Raw)
+	if r.check != nil {
+		r.Met = r.check(r)
+	}
+}
+
+func boolp(b bool) *bool { return &b }
+
+// ratioAtLeast checks the warren-vs-cote (and, if raw > 0, warren-vs-raw)
+// ratios.
+func ratioAtLeast(cote, raw float64) func(r *row) *bool {
+	return func(r *row) *bool {
+		if r.VsCote == nil || (raw > 0 && r.VsRaw == nil) {
+			return nil
+		}
+		ok := *r.VsCote >= cote
+		if raw > 0 {
+			ok = ok && *r.VsRaw >= raw
+		}
+		return &ok
+	}
+}
+
+// warrenBelow checks warren's own figure.
+func warrenBelow(limit float64) func(r *row) *bool {
+	return func(r *row) *bool {
+		if r.Warren == nil || r.Warren.Error != "" {
+			return nil
+		}
+		return boolp(r.Warren.Value < limit)
+	}
+}
+
+func fmtNum(v float64) string {
+	switch a := math.Abs(v); {
+	case a >= 1e6:
+		return fmt.Sprintf("%.2f M", v/1e6)
+	case a >= 1e4:
+		return fmt.Sprintf("%.1f k", v/1e3)
+	case a >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case a >= 10:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.2f", v)
+	}
+}
+
+func fmtUS(us float64) string {
+	if us >= 1000 {
+		return fmt.Sprintf("%.2f ms", us/1000)
+	}
+	return fmt.Sprintf("%.0f µs", us)
+}
+
+func (m *measure) cell(r *row) string {
+	if m == nil {
+		return "–"
+	}
+	if m.Error != "" {
+		return "**failed**"
+	}
+	if f := m.Fail; f != nil {
+		return fmt.Sprintf("lost **%d**, twice **%d**; retried %d, failed %d, answered %s",
+			f.Lost, f.Dup, f.Retried, f.Failed, fmtNum(float64(f.Answered)))
+	}
+	s := fmtNum(m.Value)
+	if m.P50US > 0 {
+		s += fmt.Sprintf(" (p50 %s, p99 %s)", fmtUS(m.P50US), fmtUS(m.P99US))
+	}
+	return s
+}
+
+func fmtRatio(v *float64) string {
+	if v == nil {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f×", *v)
+}
+
+func (rep *report) markdown() string {
+	var b strings.Builder
+	mode := "full"
+	if rep.Plan.Quick {
+		mode = "quick"
+	}
+	fmt.Fprintf(&b, "# warren vs cote vs raw TCP (%s run, %s)\n\n", mode, rep.Started.Format("2006-01-02 15:04 MST"))
+	b.WriteString(rep.table())
+	b.WriteString("\nRatios say how many times better warren is: warren ÷ other for rates, other ÷ warren for\n")
+	b.WriteString("times and memory, so a ratio above 1× is in warren's favour. Rates are req/s or msg/s\n")
+	b.WriteString("(pub/sub: summed over the subscribers); latencies are per request, measured by the requester.\n\n")
+	b.WriteString("## Details\n\n")
+	for _, r := range rep.Rows {
+		for _, x := range []struct {
+			name string
+			m    *measure
+		}{{"warren", r.Warren}, {"cote", r.Cote}, {"raw", r.Raw}} {
+			if x.m == nil {
+				continue
+			}
+			d := x.m.Detail
+			if x.m.Error != "" {
+				d = "error: " + x.m.Error
+			}
+			fmt.Fprintf(&b, "- %s %s, %s: %s\n", r.ID, r.Name, x.name, d)
+		}
+	}
+	m := rep.Machine
+	fmt.Fprintf(&b, "\n## Machine and settings\n\n")
+	fmt.Fprintf(&b, "- %d cores (%s), Linux %s\n", m.Cores, m.CPU, m.Kernel)
+	fmt.Fprintf(&b, "- %s; Node %s with cote %s\n", m.Go, orDash(m.Node), orDash(m.Cote))
+	fmt.Fprintf(&b, "- load average before: %s; after: %s\n", m.LoadBefore, m.LoadAfter)
+	fmt.Fprintf(&b, "- throughput runs: %.1f s warm-up, then %.1f s measured; cold start and appearance: median of %d fresh processes; failure: %.1f s of load, one of two responders SIGKILLed after a third\n",
+		rep.Plan.WarmupS, rep.Plan.MeasureS, rep.Plan.Reps, rep.Plan.FailRunS)
+	fmt.Fprintf(&b, "- payloads: 16 bytes unless the row says otherwise (cote: a string of that length in its JSON body; warren: a []byte, msgpack; raw: length-prefixed bytes)\n")
+	disc := "mDNS on the namespace's interface (zero configuration, like cote's UDP broadcast)"
+	if rep.Plan.Seeds {
+		disc = "seed addresses (mDNS off)"
+	}
+	fmt.Fprintf(&b, "- warren discovery: %s\n", disc)
+	fmt.Fprintf(&b, "- topology: %s\n", rep.Topology)
+	fmt.Fprintf(&b, "- whole run: %.0f s\n", rep.Seconds)
+	if len(rep.Broken) > 0 {
+		b.WriteString("\n## Broken scenarios\n\n")
+		for _, s := range rep.Broken {
+			fmt.Fprintf(&b, "- %s\n", s)
+		}
+	}
+	return b.String()
+}
+
+// table is the headline Markdown table.
+func (rep *report) table() string {
+	var b strings.Builder
+	b.WriteString("| # | scenario | unit | warren | cote 1.2.0 | raw TCP | warren vs cote | warren vs raw | target | met |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, r := range rep.Rows {
+		met := "–"
+		if r.Met != nil {
+			met = map[bool]string{true: "yes", false: "**no**"}[*r.Met]
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			r.ID, r.Name, r.Unit, r.Warren.cell(r), r.Cote.cell(r), r.Raw.cell(r),
+			fmtRatio(r.VsCote), fmtRatio(r.VsRaw), orDash(r.Target), met)
+	}
+	return b.String()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "–"
+	}
+	return s
+}
+
+func (rep *report) write(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	files := map[string][]byte{
+		"report.md":   []byte(rep.markdown()),
+		"report.json": append(js, '\n'),
+		"ratios.svg":  []byte(rep.chart()),
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
