@@ -291,10 +291,13 @@ func (r *Responder) accept(from string, f *wire.Frame) {
 		r.post(key, &wire.Header{Status: wire.StatusRejected, Msg: "responder is shutting down"})
 		return
 	}
+	// Each job's context hangs off Background, not r.ctx: children of one
+	// shared parent contend on its lock at high rates. Close cancels the
+	// running jobs itself.
 	if !j.deadline.IsZero() {
-		j.ctx, j.cancel = context.WithDeadline(r.ctx, j.deadline)
+		j.ctx, j.cancel = context.WithDeadline(context.Background(), j.deadline)
 	} else {
-		j.ctx, j.cancel = context.WithCancel(r.ctx)
+		j.ctx, j.cancel = context.WithCancel(context.Background())
 	}
 	r.running[key] = j
 	if r.active >= r.cfg.concurrency {
@@ -320,9 +323,11 @@ const workerIdle = 2 * time.Second
 func (r *Responder) work(j *job) {
 	defer r.wg.Done()
 	var idle *time.Timer
+	var last time.Time // when this worker last finished a job
 	for {
 		for j != nil {
 			r.serve(j)
+			last = time.Now()
 			r.mu.Lock()
 			delete(r.running, j.key)
 			j = nil
@@ -341,19 +346,24 @@ func (r *Responder) work(j *job) {
 			}
 			r.mu.Unlock()
 		}
+		// The timer is armed once and re-armed only when it fires, not
+		// after every job.
 		if idle == nil {
 			idle = time.NewTimer(workerIdle)
-		} else {
-			idle.Reset(workerIdle)
+			defer idle.Stop()
 		}
-		select {
-		case j = <-r.jobs:
-			idle.Stop()
-		case <-idle.C:
-			return
-		case <-r.ctx.Done():
-			idle.Stop()
-			return
+		for j == nil {
+			select {
+			case j = <-r.jobs:
+			case <-idle.C:
+				since := time.Since(last)
+				if since >= workerIdle {
+					return
+				}
+				idle.Reset(workerIdle - since)
+			case <-r.ctx.Done():
+				return
+			}
 		}
 	}
 }
@@ -494,7 +504,12 @@ func (r *Responder) Close(ctx context.Context) error {
 		}
 	}
 	p.Close()
-	r.stop() // cancels handlers still running after a timeout
+	r.stop() // stops idle workers
+	r.mu.Lock()
+	for _, j := range r.running { // handlers still running after a timeout
+		j.cancel()
+	}
+	r.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("responder: close %q: %w", r.name, err)
 	}
