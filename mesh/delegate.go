@@ -169,10 +169,12 @@ func (e *events) NotifyLeave(m *memberlist.Node) {
 	}
 	// memberlist's Node.State is not updated before NotifyLeave, so a
 	// graceful leave is recognised by the "leaving" flag the node announced.
+	// Gossip does not order that flag before the leave itself, so when it is
+	// not here yet the verdict waits a moment for it.
 	n.catMu.Lock()
-	typ := NodeFailed
+	leaving := false
 	if st := n.states[m.Name]; st != nil && st.Leaving {
-		typ = NodeLeft
+		leaving = true
 	}
 	mem, ok := n.members[m.Name]
 	delete(n.members, m.Name)
@@ -188,11 +190,41 @@ func (e *events) NotifyLeave(m *memberlist.Node) {
 	}
 	if ok {
 		n.rebuildLocked()
-		n.emitLocked(Event{Type: typ, Node: m.Name, Member: mem})
+		if leaving {
+			n.emitLocked(Event{Type: NodeLeft, Node: m.Name, Member: mem})
+		} else if !n.closing.Load() {
+			n.wg.Add(1)
+			go n.classifyDeparture(mem)
+		}
 	}
 	n.catMu.Unlock()
-	n.log.Debug("peer "+typ.String(), "peer", m.Name)
+	n.log.Debug("peer gone", "peer", m.Name, "announced_leave", leaving)
 	n.peerGone(m.Name)
+}
+
+// leaveVerdictWait is how long a departure without an announced leave waits
+// for a late "leaving" state before it is reported as a failure.
+const leaveVerdictWait = 750 * time.Millisecond
+
+func (n *Node) classifyDeparture(mem Member) {
+	defer n.wg.Done()
+	t := time.NewTimer(leaveVerdictWait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-n.ctx.Done():
+		return
+	}
+	n.catMu.Lock()
+	defer n.catMu.Unlock()
+	if _, back := n.members[mem.ID]; back {
+		return // it refuted the failure and rejoined meanwhile
+	}
+	typ := NodeFailed
+	if st := n.states[mem.ID]; st != nil && st.Leaving {
+		typ = NodeLeft
+	}
+	n.emitLocked(Event{Type: typ, Node: mem.ID, Member: mem})
 }
 
 func (e *events) NotifyUpdate(m *memberlist.Node) {
