@@ -178,6 +178,21 @@ func (n *Node) startGossip() error {
 	}
 	n.ln = ln
 	ml, err := memberlist.Create(mc)
+	for tries := 0; err != nil && n.cfg.bindIsDef && isAddrInUse(err) && tries < 5; tries++ {
+		// Another process on this host took the default port between our
+		// check and our bind (several services starting at once): take a
+		// free port instead, as when the port was already taken.
+		p, perr := pickPort(host)
+		if perr != nil {
+			break
+		}
+		mc.BindPort = p
+		if mc.AdvertisePort == port {
+			mc.AdvertisePort = p
+		}
+		port = p
+		ml, err = memberlist.Create(mc)
+	}
 	if err != nil {
 		ln.Close()
 		if strings.Contains(err.Error(), "no private IP") {
@@ -198,6 +213,10 @@ func (n *Node) startGossip() error {
 	// Our data address travels in the node metadata too, so peers can dial
 	// us before our catalogue state reaches them.
 	return ml.UpdateNode(time.Second)
+}
+
+func isAddrInUse(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "address already in use")
 }
 
 // portFree reports whether host:port is free for both TCP and UDP.
