@@ -618,7 +618,6 @@ func (r *Requester) Close(ctx context.Context) error {
 	for seq, c := range r.calls {
 		delete(r.calls, seq)
 		c.state = stateDone
-		failed = append(failed[:0], c)
 		r.deliver(c, result{err: fmt.Errorf("%w: %q was in flight when the requester closed", ErrClosed, c.typ)})
 	}
 	r.mu.Unlock()
