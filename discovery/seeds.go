@@ -77,6 +77,9 @@ func parseSeed(e string) (h seedHost, port int, isIP bool, err error) {
 		return h, 0, false, fmt.Errorf("empty host")
 	}
 	if ip, err := netip.ParseAddr(host); err == nil {
+		if z := ip.Zone(); z != "" && !validZone(z) {
+			return h, 0, false, fmt.Errorf("invalid zone %q in %q (want an interface name or index)", z, host)
+		}
 		return seedHost{ip: ip}, port, true, nil
 	}
 	if strings.HasPrefix(rest, "[") {
@@ -145,6 +148,23 @@ func validHostname(h string) error {
 		}
 	}
 	return nil
+}
+
+// validZone reports whether z can be an IPv6 zone: an interface name or
+// index made of letters, digits, '.', '_', '-' and '@' (Linux interface
+// names such as "eth0", "veth1@if4" or "br-0a1b"), at most 64 bytes.
+// Anything else (a ']', a '%', a ':') could not be written back as
+// "[addr%zone]:port" and parsed again.
+func validZone(z string) bool {
+	if len(z) > 64 {
+		return false
+	}
+	for _, c := range []byte(z) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-' || c == '@') {
+			return false
+		}
+	}
+	return true
 }
 
 func cutPrefixFold(s, prefix string) (string, bool) {
