@@ -7,7 +7,7 @@ type Target struct {
 	Node      string // node ID
 	Component uint64 // component ID within the node
 	Subset    string
-	Pending   int // requests this requester has in flight to it
+	Pending   int // requests this requester has in flight to it (left at 0 for RoundRobin, which ignores it)
 }
 
 // Balancer picks a responder for each request. Pick gets a non-empty,
@@ -34,8 +34,6 @@ func LeastPending() Balancer { return &leastPending{} }
 
 type leastPending struct{ n atomic.Uint64 }
 
-func (l *leastPending) needsPending() {}
-
 func (l *leastPending) Pick(targets []Target) int {
 	start := int(l.n.Add(1) % uint64(len(targets)))
 	best := start
@@ -47,5 +45,3 @@ func (l *leastPending) Pick(targets []Target) int {
 	}
 	return best
 }
-
-type pendingAware interface{ needsPending() }

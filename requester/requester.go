@@ -31,7 +31,8 @@ type Requester struct {
 	calls   map[uint64]*call // in flight, by sequence number
 	held    []*call          // FIFO of requests waiting for a responder
 	heldN   int              // live entries in held
-	pending map[tkey]int     // in flight per responder
+	pending map[tkey]int     // in flight per responder, when track is set
+	track   bool             // the balancer reads Target.Pending (all but round-robin)
 	seq     uint64
 	closed  bool
 
@@ -80,7 +81,9 @@ type call struct {
 	excluded    []tkey
 	waitGen     uint64 // every target refused it: wait for a catalogue newer than this
 	wasHeld     bool
-	done        chan result
+	res         result        // set by deliver, before done is closed
+	done        chan struct{} // closed by deliver: exactly one delivery per call
+	release     func()        // Go calls: ends the context watch; run by deliver
 }
 
 type result struct {
@@ -138,6 +141,8 @@ func New(name string, opts ...Option) (*Requester, error) {
 		cache:   map[routeKey]*routeEntry{},
 		kick:    make(chan struct{}, 1),
 	}
+	_, rr := cfg.balancer.(*roundRobin)
+	r.track = !rr
 	r.self = mesh.Component{Kind: mesh.KindRequester, Name: name, Environment: cfg.node.Environment(),
 		Key: cfg.key, Namespace: cfg.namespace}
 	p, err := cfg.node.Register(r.self, (*handler)(r))
@@ -168,19 +173,47 @@ func Call[Out any](ctx context.Context, r *Requester, typ string, req any, opts 
 // held never reaches a responder. When responders exist but none handles
 // typ, Send fails at once with ErrNoHandler.
 func (r *Requester) Send(ctx context.Context, typ string, req, reply any, opts ...CallOption) error {
-	if err := match.ValidName(typ); err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalidType, err)
-	}
-	if _, hasDeadline := ctx.Deadline(); !hasDeadline && r.cfg.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, r.cfg.timeout)
+	var c call
+	ctx, cancel, err := r.prepare(ctx, &c, typ, req, opts)
+	if cancel != nil {
 		defer cancel()
+	}
+	if err != nil {
+		return err
+	}
+	if err := r.dispatch(&c); err != nil {
+		if err != ErrClosed {
+			r.failed.Add(1)
+		}
+		return err
+	}
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+		if r.abandon(&c) {
+			return r.ctxError(&c, ctx)
+		}
+		<-c.done
+	}
+	return r.finish(&c, c.res, reply)
+}
+
+// prepare fills in c for a request of type typ: its context (with the
+// requester's timeout when ctx has no deadline; cancel is then non-nil),
+// its encoded payload and its call options.
+func (r *Requester) prepare(ctx context.Context, c *call, typ string, req any, opts []CallOption) (context.Context, context.CancelFunc, error) {
+	if err := match.ValidName(typ); err != nil {
+		return ctx, nil, fmt.Errorf("%w: %v", ErrInvalidType, err)
+	}
+	var cancel context.CancelFunc
+	if _, hasDeadline := ctx.Deadline(); !hasDeadline && r.cfg.timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, r.cfg.timeout)
 	}
 	payload, err := codec.Marshal(req)
 	if err != nil {
-		return fmt.Errorf("requester: %q: %w", typ, err)
+		return ctx, cancel, fmt.Errorf("requester: %q: %w", typ, err)
 	}
-	c := &call{ctx: ctx, typ: typ, payload: payload, done: make(chan result, 1)}
+	c.ctx, c.typ, c.payload, c.done = ctx, typ, payload, make(chan struct{})
 	for _, o := range opts {
 		o(c)
 	}
@@ -190,25 +223,7 @@ func (r *Requester) Send(ctx context.Context, typ string, req, reply any, opts .
 	case c.idempotent:
 		c.retriesLeft = DefaultRetries
 	}
-	r.mu.Lock()
-	closed := r.closed
-	r.mu.Unlock()
-	if closed {
-		return ErrClosed
-	}
-	if err := r.dispatch(c); err != nil {
-		r.failed.Add(1)
-		return err
-	}
-	select {
-	case res := <-c.done:
-		return r.finish(c, res, reply)
-	case <-ctx.Done():
-		if r.abandon(c) {
-			return r.ctxError(c, ctx)
-		}
-		return r.finish(c, <-c.done, reply)
-	}
+	return ctx, cancel, nil
 }
 
 func (r *Requester) ctxError(c *call, ctx context.Context) error {
@@ -333,7 +348,7 @@ func (r *Requester) dispatch(c *call) error {
 		}
 		t := targets[0]
 		if len(targets) > 1 {
-			if _, ok := r.bal.(pendingAware); ok {
+			if r.track {
 				targets = slices.Clone(targets)
 				for i := range targets {
 					targets[i].Pending = r.pending[tkey{targets[i].Node, targets[i].Component}]
@@ -344,7 +359,9 @@ func (r *Requester) dispatch(c *call) error {
 		r.seq++
 		c.seq, c.target, c.state = r.seq, t, stateSent
 		r.calls[c.seq] = c
-		r.pending[tkey{t.Node, t.Component}]++
+		if r.track {
+			r.pending[tkey{t.Node, t.Component}]++
+		}
 		r.mu.Unlock()
 
 		h := wire.Header{To: t.Component, Seq: c.seq, Name: c.typ}
@@ -400,6 +417,9 @@ func (r *Requester) finishState(c *call) {
 }
 
 func (r *Requester) unpend(t Target) {
+	if !r.track {
+		return
+	}
 	k := tkey{t.Node, t.Component}
 	if r.pending[k] <= 1 {
 		delete(r.pending, k)
@@ -494,8 +514,15 @@ func (r *Requester) drainHeld(v *mesh.View) {
 	r.mu.Unlock()
 }
 
+// deliver completes c. The state machine guarantees exactly one delivery
+// per call: whoever moves it to stateDone (under r.mu) delivers, except
+// when Send's own goroutine abandons it.
 func (r *Requester) deliver(c *call, res result) {
-	c.done <- res // buffered: exactly one delivery per call
+	c.res = res
+	close(c.done)
+	if c.release != nil {
+		c.release()
+	}
 }
 
 // handler receives the requester's frames from the node.

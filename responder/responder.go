@@ -74,14 +74,23 @@ type reqKey struct {
 	seq  uint64
 }
 
+// job is one accepted request, from its arrival until its reply is sent.
 type job struct {
-	key      reqKey
-	typ      string
-	payload  []byte
-	deadline time.Time
-	h        HandlerFunc
-	ctx      context.Context
-	cancel   context.CancelFunc
+	key reqKey
+	req Request
+	h   HandlerFunc
+	ctx jobCtx
+}
+
+func (j *job) cancel() { j.ctx.cancel(context.Canceled) }
+
+// worker is a goroutine that runs jobs. Idle workers wait on their own
+// channel (a plain receive, not a select) in a LIFO list, so the most
+// recently used, warm one is picked first; one timer per responder retires
+// workers idle for longer than workerIdle.
+type worker struct {
+	jobs  chan *job // capacity 1; a nil job tells the worker to exit
+	since time.Time // when it went idle
 }
 
 // Responder answers requests of the types it handles. Create it with New,
@@ -102,8 +111,13 @@ type Responder struct {
 	closed  bool
 	refuse  bool // drained: answer new requests "rejected" so they go elsewhere
 
+	idleW       []*worker     // idle workers, most recently idle last
+	idleFor     time.Duration // workerIdle; tests shorten it
+	reaper      *time.Timer
+	reaperArmed bool
+	stopped     bool // workers exit instead of going idle
+
 	routes atomic.Pointer[routeTable]
-	jobs   chan *job // idle workers wait here, so goroutines (and their grown stacks) are reused
 	ctx    context.Context
 	stop   context.CancelFunc
 	wg     sync.WaitGroup
@@ -146,7 +160,7 @@ func New(name string, opts ...Option) (*Responder, error) {
 		exact:   map[string]HandlerFunc{},
 		running: map[reqKey]*job{},
 		idle:    make(chan struct{}, 1),
-		jobs:    make(chan *job),
+		idleFor: workerIdle,
 	}
 	r.ctx, r.stop = context.WithCancel(context.Background())
 	r.routes.Store(&routeTable{exact: map[string]HandlerFunc{}})
@@ -281,9 +295,10 @@ func (r *Responder) accept(from string, f *wire.Frame) {
 			Msg: fmt.Sprintf("responder %q has no handler for %q", r.name, f.Header.Name)})
 		return
 	}
-	j := &job{key: key, typ: f.Header.Name, payload: append([]byte(nil), f.Payload...), h: h}
+	j := &job{key: key, h: h}
+	j.req = Request{Type: f.Header.Name, From: from, payload: append([]byte(nil), f.Payload...)}
 	if f.Header.Deadline > 0 {
-		j.deadline = time.Now().Add(time.Duration(f.Header.Deadline))
+		j.ctx.deadline = time.Now().Add(time.Duration(f.Header.Deadline))
 	}
 	r.mu.Lock()
 	if r.refuse {
@@ -291,14 +306,8 @@ func (r *Responder) accept(from string, f *wire.Frame) {
 		r.post(key, &wire.Header{Status: wire.StatusRejected, Msg: "responder is shutting down"})
 		return
 	}
-	// Each job's context hangs off Background, not r.ctx: children of one
-	// shared parent contend on its lock at high rates. Close cancels the
-	// running jobs itself.
-	if !j.deadline.IsZero() {
-		j.ctx, j.cancel = context.WithDeadline(context.Background(), j.deadline)
-	} else {
-		j.ctx, j.cancel = context.WithCancel(context.Background())
-	}
+	// Each job's context stands alone (no shared parent whose lock every
+	// request would take); Close cancels the running jobs itself.
 	r.running[key] = j
 	if r.active >= r.cfg.concurrency {
 		r.backlog = append(r.backlog, j)
@@ -306,66 +315,103 @@ func (r *Responder) accept(from string, f *wire.Frame) {
 		return
 	}
 	r.active++
+	var w *worker
+	if n := len(r.idleW); n > 0 {
+		w = r.idleW[n-1]
+		r.idleW[n-1] = nil
+		r.idleW = r.idleW[:n-1]
+	}
 	r.mu.Unlock()
-	select {
-	case r.jobs <- j: // an idle worker takes it
-	default:
-		r.wg.Add(1)
-		go r.work(j)
+	if w != nil {
+		w.jobs <- j // never blocks: an idle worker's channel is empty
+		return
+	}
+	r.wg.Add(1)
+	go r.work(&worker{jobs: make(chan *job, 1)}, j)
+}
+
+// workerIdle is how long a worker stays idle before it exits.
+const workerIdle = 2 * time.Second
+
+// work runs j, then whatever waits in the backlog, then waits idle for more
+// work, so a busy responder reuses its goroutines (and their grown stacks).
+func (r *Responder) work(w *worker, j *job) {
+	defer r.wg.Done()
+	for j != nil {
+		r.serve(j)
+		r.mu.Lock()
+		delete(r.running, j.key)
+		if len(r.backlog) > 0 {
+			j = r.backlog[0]
+			r.backlog[0] = nil
+			r.backlog = r.backlog[1:]
+			r.mu.Unlock()
+			continue
+		}
+		r.active--
+		if r.active == 0 {
+			select {
+			case r.idle <- struct{}{}:
+			default:
+			}
+		}
+		if r.stopped {
+			r.mu.Unlock()
+			return
+		}
+		w.since = time.Now()
+		r.idleW = append(r.idleW, w)
+		if !r.reaperArmed {
+			r.reaperArmed = true
+			if r.reaper == nil {
+				r.reaper = time.AfterFunc(r.idleFor, r.reap)
+			} else {
+				r.reaper.Reset(r.idleFor)
+			}
+		}
+		r.mu.Unlock()
+		j = <-w.jobs
 	}
 }
 
-// workerIdle is how long a worker waits for more work before it exits.
-const workerIdle = 2 * time.Second
-
-// work runs j, then whatever waits in the backlog, then waits a while for
-// more work, so a busy responder reuses its goroutines.
-func (r *Responder) work(j *job) {
-	defer r.wg.Done()
-	var idle *time.Timer
-	var last time.Time // when this worker last finished a job
-	for {
-		for j != nil {
-			r.serve(j)
-			last = time.Now()
-			r.mu.Lock()
-			delete(r.running, j.key)
-			j = nil
-			if len(r.backlog) > 0 {
-				j = r.backlog[0]
-				r.backlog[0] = nil
-				r.backlog = r.backlog[1:]
-			} else {
-				r.active--
-				if r.active == 0 {
-					select {
-					case r.idle <- struct{}{}:
-					default:
-					}
-				}
-			}
-			r.mu.Unlock()
-		}
-		// The timer is armed once and re-armed only when it fires, not
-		// after every job.
-		if idle == nil {
-			idle = time.NewTimer(workerIdle)
-			defer idle.Stop()
-		}
-		for j == nil {
-			select {
-			case j = <-r.jobs:
-			case <-idle.C:
-				since := time.Since(last)
-				if since >= workerIdle {
-					return
-				}
-				idle.Reset(workerIdle - since)
-			case <-r.ctx.Done():
-				return
-			}
-		}
+// reap retires the workers idle for workerIdle or longer (the oldest are
+// first in the list) and re-arms itself for the next one.
+func (r *Responder) reap() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reaperArmed = false
+	if r.stopped {
+		return
 	}
+	now := time.Now()
+	k := 0
+	for k < len(r.idleW) && now.Sub(r.idleW[k].since) >= r.idleFor {
+		r.idleW[k].jobs <- nil
+		k++
+	}
+	n := copy(r.idleW, r.idleW[k:])
+	clear(r.idleW[n:])
+	r.idleW = r.idleW[:n]
+	if n > 0 {
+		r.reaperArmed = true
+		r.reaper.Reset(r.idleFor - now.Sub(r.idleW[0].since))
+	}
+}
+
+// stopWorkers makes every worker exit once it has nothing left to do.
+func (r *Responder) stopWorkers() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stopped = true
+	if r.reaper != nil {
+		r.reaper.Stop()
+		r.reaperArmed = false
+	}
+	for i, w := range r.idleW {
+		w.jobs <- nil
+		r.idleW[i] = nil
+	}
+	r.idleW = nil
 }
 
 func (r *Responder) serve(j *job) {
@@ -373,15 +419,14 @@ func (r *Responder) serve(j *job) {
 	if err := j.ctx.Err(); err != nil {
 		// The caller's deadline passed or it gave up while the request
 		// waited: the handler never runs.
-		if j.ctx.Err() == context.DeadlineExceeded {
+		if err == context.DeadlineExceeded {
 			r.expired.Add(1)
 		} else {
 			r.canceled.Add(1)
 		}
 		return
 	}
-	req := &Request{Type: j.typ, From: j.key.node, payload: j.payload}
-	res, err := r.call(j.ctx, j.h, req)
+	res, err := r.call(&j.ctx, j.h, &j.req)
 	hdr := wire.Header{Status: wire.StatusOK}
 	var body *codec.Buffer
 	if err == nil && res != nil {
@@ -402,7 +447,7 @@ func (r *Responder) serve(j *job) {
 	if ferr := r.reply(j.key, &hdr, payload); ferr != nil && len(payload) > 0 {
 		// Most likely too large for a frame: say so instead of going silent.
 		r.reply(j.key, &wire.Header{Status: wire.StatusTooLarge,
-			Msg: fmt.Sprintf("reply of %d bytes to %q could not be sent: %v", len(payload), j.typ, ferr)}, nil)
+			Msg: fmt.Sprintf("reply of %d bytes to %q could not be sent: %v", len(payload), j.req.Type, ferr)}, nil)
 	}
 }
 
@@ -476,6 +521,7 @@ func (r *Responder) Close(ctx context.Context) error {
 	r.mu.Unlock()
 	if p == nil {
 		r.stop()
+		r.stopWorkers()
 		return nil
 	}
 	p.Update(func(c *mesh.Component) { c.State = mesh.StateDraining })
@@ -504,7 +550,8 @@ func (r *Responder) Close(ctx context.Context) error {
 		}
 	}
 	p.Close()
-	r.stop() // stops idle workers
+	r.stop()
+	r.stopWorkers()
 	r.mu.Lock()
 	for _, j := range r.running { // handlers still running after a timeout
 		j.cancel()

@@ -1,0 +1,144 @@
+package responder
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// jobCtx is the context a handler gets. It is cancelled when the caller
+// gives up, when the caller's node goes away, when the responder closes, and
+// when the handler returns; it ends with context.DeadlineExceeded at the
+// caller's deadline.
+//
+// It is built for the common case of a handler that never looks at its
+// context: it lives inside the job (no allocation of its own), makes its
+// Done channel only when asked, and arms a deadline timer only when Done or
+// AfterFunc is called on a context with a deadline. Err checks the deadline
+// against the clock, so a handler that polls Err sees it pass without any
+// timer. Contexts derived from it (context.WithTimeout and the like) hook in
+// through AfterFunc, as they do on the standard library's contexts, with no
+// goroutine per derived context.
+type jobCtx struct {
+	deadline time.Time // zero: none
+
+	mu     sync.Mutex
+	done   chan struct{} // made on first Done
+	err    error
+	timer  *time.Timer
+	funcs  []afterFunc
+	nextID uint64
+}
+
+type afterFunc struct {
+	id uint64
+	f  func()
+}
+
+var _ context.Context = (*jobCtx)(nil)
+
+func (c *jobCtx) Deadline() (time.Time, bool) { return c.deadline, !c.deadline.IsZero() }
+
+func (c *jobCtx) Value(any) any { return nil }
+
+func (c *jobCtx) Err() error {
+	c.mu.Lock()
+	err := c.err
+	c.mu.Unlock()
+	if err == nil && !c.deadline.IsZero() && !time.Now().Before(c.deadline) {
+		c.cancel(context.DeadlineExceeded)
+		c.mu.Lock()
+		err = c.err
+		c.mu.Unlock()
+	}
+	return err
+}
+
+func (c *jobCtx) Done() <-chan struct{} {
+	c.mu.Lock()
+	if c.done == nil {
+		c.done = make(chan struct{})
+		if c.err != nil {
+			close(c.done)
+		}
+	}
+	done := c.done
+	expired := c.armLocked()
+	c.mu.Unlock()
+	if expired {
+		c.cancel(context.DeadlineExceeded)
+	}
+	return done
+}
+
+// AfterFunc arranges for f to run once c is done (on the goroutine that
+// cancels c, or a new one when c is done already), and returns a function that unregisters f, reporting whether it
+// did so before f ran. The context package finds this method on a parent
+// context and uses it for every context derived from c.
+func (c *jobCtx) AfterFunc(f func()) (stop func() bool) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		// Not on this goroutine: the context package calls AfterFunc with
+		// the derived context's lock held, and f takes it.
+		go f()
+		return func() bool { return false }
+	}
+	c.nextID++
+	id := c.nextID
+	c.funcs = append(c.funcs, afterFunc{id, f})
+	expired := c.armLocked()
+	c.mu.Unlock()
+	if expired {
+		c.cancel(context.DeadlineExceeded)
+	}
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for i, a := range c.funcs {
+			if a.id == id {
+				c.funcs = append(c.funcs[:i], c.funcs[i+1:]...)
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// armLocked starts the deadline timer if c has a deadline, is not done and
+// has none yet. It reports a deadline that has already passed (the caller
+// then cancels c, outside the lock). c.mu is held.
+func (c *jobCtx) armLocked() (expired bool) {
+	if c.deadline.IsZero() || c.err != nil || c.timer != nil {
+		return false
+	}
+	d := time.Until(c.deadline)
+	if d <= 0 {
+		return true
+	}
+	c.timer = time.AfterFunc(d, func() { c.cancel(context.DeadlineExceeded) })
+	return false
+}
+
+// cancel ends c with err (the first call wins) and runs the functions
+// registered with AfterFunc.
+func (c *jobCtx) cancel(err error) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.err = err
+	if c.done != nil {
+		close(c.done)
+	}
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	funcs := c.funcs
+	c.funcs = nil
+	c.mu.Unlock()
+	for _, a := range funcs {
+		a.f()
+	}
+}
