@@ -216,13 +216,19 @@ type job struct {
 
 // jobs lists every row and how each implementation measures it.
 func (b *bench) jobs() []job {
-	reqres := func(conc, payload, responders int, raw bool) map[impl]func(context.Context) (*measure, error) {
+	reqres := func(conc, payload, responders int, raw bool, procs ...int) map[impl]func(context.Context) (*measure, error) {
+		gomaxprocs := 0
+		if len(procs) > 0 {
+			gomaxprocs = procs[0]
+		}
 		m := map[impl]func(context.Context) (*measure, error){}
 		for _, im := range []impl{implWarren, implCote, implRaw} {
 			if im == implRaw && !raw {
 				continue
 			}
-			m[im] = func(ctx context.Context) (*measure, error) { return b.reqres(ctx, im, conc, payload, responders) }
+			m[im] = func(ctx context.Context) (*measure, error) {
+				return b.reqres(ctx, im, conc, payload, responders, gomaxprocs)
+			}
 		}
 		return m
 	}
@@ -244,6 +250,8 @@ func (b *bench) jobs() []job {
 		{&row{ID: "1c", Scenario: 1, Name: "req/res, 64 in flight", Unit: "req/s", HigherBetter: true, Payload: 16, InFlight: 64,
 			Target: "≥ 5× cote", check: ratioAtLeast(5, 0), ratioTargets: [2]float64{5, 0}},
 			reqres(64, 16, 1, true)},
+		{&row{ID: "1d", Scenario: 1, Name: "req/res, 64 in flight, 1 core per Go process", Unit: "req/s", HigherBetter: true, Payload: 16, InFlight: 64},
+			reqres(64, 16, 1, true, 1)},
 		{&row{ID: "2", Scenario: 2, Name: "req/res, 64 in flight, 3 responders", Unit: "req/s", HigherBetter: true, Payload: 16, InFlight: 64},
 			reqres(64, 16, 3, false)},
 		{&row{ID: "3a", Scenario: 3, Name: "req/res, 1 KiB, 16 in flight", Unit: "req/s", HigherBetter: true, Payload: 1 << 10, InFlight: 16},

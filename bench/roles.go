@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"sync"
@@ -48,6 +49,7 @@ type roleConfig struct {
 	Count      int    `json:"count,omitempty"`       // held/hold: requests to hold
 	Retry      int    `json:"retry,omitempty"`       // warren requester: WithRetry attempts
 	MaxPending int    `json:"max_pending,omitempty"` // warren requester: WithMaxPending
+	Procs      int    `json:"procs,omitempty"`       // Go roles: GOMAXPROCS, when > 0
 	WarmupMS   int    `json:"warmup_ms,omitempty"`
 	MeasureMS  int    `json:"measure_ms,omitempty"`
 	GraceMS    int    `json:"grace_ms,omitempty"`
@@ -124,6 +126,9 @@ func runRole() int {
 			return 1
 		}
 		defer stop()
+	}
+	if cfg.Procs > 0 {
+		runtime.GOMAXPROCS(cfg.Procs)
 	}
 	var run func(context.Context, roleConfig) error
 	switch cfg.Role {

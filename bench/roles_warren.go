@@ -200,25 +200,25 @@ func warrenHeld(ctx context.Context, cfg roleConfig, req *requester.Requester, h
 			return err
 		}
 	}
-	var answered atomic.Int64
+	// Requests are sent with Go: like cote's callbacks, a held request
+	// costs no goroutine of the caller.
 	errc := make(chan error, 1)
 	done := make(chan struct{})
 	data := make([]byte, 16)
-	for range cfg.Count {
-		go func() {
-			if err := req.Send(ctx, reqType, data, nil); err != nil {
-				select {
-				case errc <- err:
-				default:
-				}
+	calls := make([]*requester.Pending, cfg.Count)
+	for i := range calls {
+		calls[i] = req.Go(ctx, reqType, data, nil)
+	}
+	go func() {
+		for _, p := range calls {
+			if err := p.Wait(); err != nil {
+				errc <- err
 				return
 			}
-			if answered.Add(1) == int64(cfg.Count) {
-				emit(event{Ev: "done", T: time.Now().UnixNano()})
-				close(done)
-			}
-		}()
-	}
+		}
+		emit(event{Ev: "done", T: time.Now().UnixNano()})
+		close(done)
+	}()
 	deadline := time.Now().Add(awaitPeers)
 	for req.Stats().Held < cfg.Count {
 		if time.Now().After(deadline) {

@@ -75,14 +75,19 @@ func (b *bench) resultTimeout() time.Duration {
 }
 
 // reqres: one requester in namespace a, responders in b (or the raw echo).
-func (b *bench) reqres(ctx context.Context, im impl, conc, payload, responders int) (*measure, error) {
+//
+// gomaxprocs > 0 sets GOMAXPROCS in the Go processes (warren and raw), as a
+// container limited to that many CPUs does (Go reads the cgroup quota):
+// both processes share this machine's two cores, and with one P each they
+// stop competing for them (cote is single-threaded anyway).
+func (b *bench) reqres(ctx context.Context, im impl, conc, payload, responders, gomaxprocs int) (*measure, error) {
 	defer b.ps.killAll()
 	var cli *proc
 	var err error
 	if im == implRaw {
 		addr := net.JoinHostPort(b.net.B.IP, rawPort)
 		c := b.base(im, "raw-server")
-		c.Addr = addr
+		c.Addr, c.Procs = addr, gomaxprocs
 		srv, err := b.ps.start(b.net.B, im, c)
 		if err != nil {
 			return nil, err
@@ -91,14 +96,14 @@ func (b *bench) reqres(ctx context.Context, im impl, conc, payload, responders i
 			return nil, err
 		}
 		c = b.base(im, "raw-client")
-		c.Addr, c.Conc, c.Payload = addr, conc, payload
+		c.Addr, c.Conc, c.Payload, c.Procs = addr, conc, payload, gomaxprocs
 		if cli, err = b.ps.start(b.net.A, im, c); err != nil {
 			return nil, err
 		}
 	} else {
 		env := b.env()
 		c := b.base(im, "requester")
-		c.Mode, c.Env, c.Conc, c.Payload, c.Responders = "load", env, conc, payload, responders
+		c.Mode, c.Env, c.Conc, c.Payload, c.Responders, c.Procs = "load", env, conc, payload, responders, gomaxprocs
 		// The requester starts first: cote connects at once to a responder
 		// that says hello on start, and warren does not care.
 		if cli, err = b.ps.start(b.net.A, im, c); err != nil {
@@ -106,7 +111,7 @@ func (b *bench) reqres(ctx context.Context, im impl, conc, payload, responders i
 		}
 		for range responders {
 			c := b.base(im, "responder")
-			c.Env = env
+			c.Env, c.Procs = env, gomaxprocs
 			if _, err := b.ps.start(b.net.B, im, c); err != nil {
 				return nil, err
 			}

@@ -175,3 +175,30 @@ func TestGoCloseFailsHeldCalls(t *testing.T) {
 		t.Fatalf("after Close: err = %v, want ErrClosed", err)
 	}
 }
+
+// A held call costs its payload and a few hundred bytes: no goroutine, no
+// stack (issue: memory per held request is small).
+func TestGoHeldCallMemory(t *testing.T) {
+	n := meshtest.Node(t)
+	const k = 10000
+	req := newRequester(t, n, requester.WithMaxPending(k))
+	data := make([]byte, 16)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	ps := make([]*requester.Pending, k)
+	for i := range ps {
+		ps[i] = req.Go(context.Background(), "validate", data, nil)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	per := (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / k
+	t.Logf("%d bytes of heap per held call (16-byte payload)", per)
+	if per > 1200 {
+		t.Fatalf("%d bytes of heap per held call, want under 1200", per)
+	}
+	if st := req.Stats(); st.Held != k {
+		t.Fatalf("%d held, want %d", st.Held, k)
+	}
+	runtime.KeepAlive(ps)
+}

@@ -77,7 +77,7 @@ type call struct {
 	retriesLeft int
 	state       uint8
 	seq         uint64
-	target      Target
+	target      tkey // the responder it was sent to
 	excluded    []tkey
 	waitGen     uint64 // every target refused it: wait for a catalogue newer than this
 	wasHeld     bool
@@ -91,7 +91,6 @@ type result struct {
 	status  uint8
 	code    string
 	msg     string
-	from    string
 	payload []byte
 }
 
@@ -251,15 +250,15 @@ func (r *Requester) finish(c *call, res result, reply any) error {
 			return nil
 		}
 		if err := codec.Unmarshal(res.payload, reply); err != nil {
-			return fmt.Errorf("%w: %q from %s: %v", ErrDecode, c.typ, res.from, err)
+			return fmt.Errorf("%w: %q from %s: %v", ErrDecode, c.typ, c.target.node, err)
 		}
 		return nil
 	case wire.StatusError:
-		return &RemoteError{Type: c.typ, Responder: res.from, Code: res.code, Message: res.msg}
+		return &RemoteError{Type: c.typ, Responder: c.target.node, Code: res.code, Message: res.msg}
 	case wire.StatusTooLarge:
-		return fmt.Errorf("%w: %q from %s: %s", ErrReplyTooLarge, c.typ, res.from, res.msg)
+		return fmt.Errorf("%w: %q from %s: %s", ErrReplyTooLarge, c.typ, c.target.node, res.msg)
 	}
-	return fmt.Errorf("requester: %q: unknown reply status %d from %s", c.typ, res.status, res.from)
+	return fmt.Errorf("requester: %q: unknown reply status %d from %s", c.typ, res.status, c.target.node)
 }
 
 // routes returns the eligible targets for (typ, subset) in view v.
@@ -357,7 +356,7 @@ func (r *Requester) dispatch(c *call) error {
 			t = targets[r.bal.Pick(targets)]
 		}
 		r.seq++
-		c.seq, c.target, c.state = r.seq, t, stateSent
+		c.seq, c.target, c.state = r.seq, tkey{t.Node, t.Component}, stateSent
 		r.calls[c.seq] = c
 		if r.track {
 			r.pending[tkey{t.Node, t.Component}]++
@@ -416,11 +415,10 @@ func (r *Requester) finishState(c *call) {
 	r.mu.Unlock()
 }
 
-func (r *Requester) unpend(t Target) {
+func (r *Requester) unpend(k tkey) {
 	if !r.track {
 		return
 	}
-	k := tkey{t.Node, t.Component}
 	if r.pending[k] <= 1 {
 		delete(r.pending, k)
 	} else {
@@ -446,7 +444,7 @@ func (r *Requester) abandon(c *call) bool {
 		r.mu.Unlock()
 		// Tell the responder, so its handler's context is cancelled.
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		r.port.Send(ctx, t.Node, wire.KindCancel, &wire.Header{To: t.Component, Seq: seq}, nil)
+		r.port.Send(ctx, t.node, wire.KindCancel, &wire.Header{To: t.id, Seq: seq}, nil)
 		cancel()
 		return true
 	}
@@ -535,7 +533,7 @@ func (h *handler) HandleFrame(from string, f *wire.Frame) {
 	}
 	r.mu.Lock()
 	c := r.calls[f.Header.Seq]
-	if c == nil || c.target.Node != from {
+	if c == nil || c.target.node != from {
 		r.mu.Unlock()
 		return // a late reply to an abandoned request
 	}
@@ -543,7 +541,7 @@ func (h *handler) HandleFrame(from string, f *wire.Frame) {
 	r.unpend(c.target)
 	if f.Header.Status == wire.StatusRejected || f.Header.Status == wire.StatusNoHandler {
 		// Not processed: safe to send elsewhere, whatever the retry policy.
-		c.excluded = append(c.excluded, tkey{c.target.Node, c.target.Component})
+		c.excluded = append(c.excluded, c.target)
 		r.requeueLocked(c)
 		r.mu.Unlock()
 		r.rejected.Add(1)
@@ -552,7 +550,7 @@ func (h *handler) HandleFrame(from string, f *wire.Frame) {
 	}
 	c.state = stateDone
 	r.mu.Unlock()
-	res := result{status: f.Header.Status, code: f.Header.Code, msg: f.Header.Msg, from: from}
+	res := result{status: f.Header.Status, code: f.Header.Code, msg: f.Header.Msg}
 	if len(f.Payload) > 0 {
 		res.payload = append([]byte(nil), f.Payload...)
 	}
@@ -565,14 +563,14 @@ func (h *handler) PeerDown(node string) {
 	r.mu.Lock()
 	requeued := false
 	for seq, c := range r.calls {
-		if c.target.Node != node {
+		if c.target.node != node {
 			continue
 		}
 		delete(r.calls, seq)
 		r.unpend(c.target)
 		if c.retriesLeft > 0 {
 			c.retriesLeft--
-			c.excluded = append(c.excluded, tkey{c.target.Node, c.target.Component})
+			c.excluded = append(c.excluded, c.target)
 			r.requeueLocked(c)
 			r.retried.Add(1)
 			requeued = true

@@ -58,7 +58,7 @@ type Stats struct {
 	Errors    uint64 // handler errors, panics included
 	Panics    uint64 // handler panics recovered
 	NoHandler uint64 // requests for a type this responder does not handle
-	Expired   uint64 // requests whose deadline passed before a handler ran
+	Expired   uint64 // requests whose caller's deadline passed before their handler ran or returned (no reply is sent)
 	Canceled  uint64 // requests the caller abandoned
 	InFlight  int    // handlers running or waiting for a slot now
 }
@@ -427,6 +427,14 @@ func (r *Responder) serve(j *job) {
 		return
 	}
 	res, err := r.call(&j.ctx, j.h, &j.req)
+	if j.ctx.Err() == context.DeadlineExceeded {
+		// The caller's deadline, measured from the request's arrival, is
+		// later than the one the caller itself keeps: it has given up
+		// already, so a reply (often just the handler's "deadline
+		// exceeded") would only race its timeout error.
+		r.expired.Add(1)
+		return
+	}
 	hdr := wire.Header{Status: wire.StatusOK}
 	var body *codec.Buffer
 	if err == nil && res != nil {
