@@ -19,8 +19,11 @@ func TestBadEnvironmentVariablesAreNamed(t *testing.T) {
 		{mesh.EnvSeeds, "10.0.0.1:99999"},
 		{mesh.EnvInterfaces, "no-such-if0"},
 		{mesh.EnvMaxFrame, "big"},
+		{mesh.EnvMaxFrame, "100"},
+		{mesh.EnvName, "no spaces/slashes"},
+		{mesh.EnvAdvertise, "10.0.0.1:port:x"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
+		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
 			t.Setenv(tc.name, tc.value)
 			n, err := mesh.New(mesh.WithBindAddr("127.0.0.1:0"), mesh.WithMDNS(false))
 			if err == nil {

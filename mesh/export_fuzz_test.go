@@ -1,6 +1,9 @@
 package mesh
 
-import "github.com/vmihailenco/msgpack/v5"
+import (
+	"github.com/hashicorp/memberlist"
+	"github.com/vmihailenco/msgpack/v5"
+)
 
 // Test hooks for the fuzz targets and the hostile-input tests: they drive
 // the gossip delegate exactly as memberlist does with bytes from the
@@ -101,3 +104,6 @@ const (
 	MaxGossipElems       = maxGossipElems
 	MaxComponentsPerNode = maxComponentsPerNode
 )
+
+// Admit reports whether n would take in a member announced as m.
+func Admit(n *Node, m *memberlist.Node) error { return (*admit)(n).NotifyAlive(m) }

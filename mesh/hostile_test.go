@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/vmihailenco/msgpack/v5"
 	"github.com/warrenmesh/warren/internal/meshtest"
 	"github.com/warrenmesh/warren/internal/wire"
@@ -540,4 +541,28 @@ func TestHostileConnectionFlood(t *testing.T) {
 	t.Logf("logged: %s", v.log.waitLog(t, 2*time.Second, "too many connections"))
 	h.end(t, 64<<20, 8<<20)
 	v.check(t)
+}
+
+// Only nodes that announce a usable address and warren's metadata become
+// members: junk that parses as a memberlist "alive" message does not.
+func TestOnlyWarrenNodesAreAdmitted(t *testing.T) {
+	n := meshtest.Node(t)
+	for _, tc := range []struct {
+		name string
+		m    memberlist.Node
+		ok   bool
+	}{
+		{"warren peer", memberlist.Node{Name: "p", Addr: net.IPv4(127, 0, 0, 2), Port: 7946, Meta: []byte("1|127.0.0.2:9000")}, true},
+		{"peer before its data address is known", memberlist.Node{Name: "p", Addr: net.IPv4(127, 0, 0, 2), Port: 7946, Meta: []byte("1|")}, true},
+		{"no address", memberlist.Node{Name: "p", Port: 7946, Meta: []byte("1|127.0.0.2:9000")}, false},
+		{"unspecified address", memberlist.Node{Name: "p", Addr: net.IPv4zero, Port: 7946, Meta: []byte("1|")}, false},
+		{"port 0", memberlist.Node{Name: "p", Addr: net.IPv4(127, 0, 0, 2), Meta: []byte("1|")}, false},
+		{"multicast", memberlist.Node{Name: "p", Addr: net.IPv4(224, 0, 0, 251), Port: 5353, Meta: []byte("1|")}, false},
+		{"no metadata", memberlist.Node{Name: "p", Addr: net.IPv4(127, 0, 0, 2), Port: 7946}, false},
+		{"bad data address", memberlist.Node{Name: "p", Addr: net.IPv4(127, 0, 0, 2), Port: 7946, Meta: []byte("1|nowhere")}, false},
+	} {
+		if err := mesh.Admit(n, &tc.m); (err == nil) != tc.ok {
+			t.Errorf("%s: admit = %v, want ok %v", tc.name, err, tc.ok)
+		}
+	}
 }

@@ -166,9 +166,12 @@ func (n *Node) startGossip() error {
 			}
 		}
 	}
+	mc.Alive = (*admit)(n)
+	mc.Merge = (*admit)(n)
 	if n.cfg.gossip != nil {
 		n.cfg.gossip(mc)
 	}
+	loopbackOnly(&n.cfg, mc)
 	n.bq = &memberlist.TransmitLimitedQueue{NumNodes: n.numMembers, RetransmitMult: mc.RetransmitMult}
 
 	// The data listener shares the gossip bind host and takes a free port.
@@ -260,14 +263,14 @@ func (n *Node) advertiseHost(bindHost string) (string, error) {
 	if a := n.cfg.advertise; a != "" {
 		h, _, err := splitHostPortDefault(a)
 		if err != nil {
-			return "", fmt.Errorf("%w: advertise address %q: %v", ErrInvalidConfig, a, err)
+			return "", fmt.Errorf("%w: %s=%q: %v", ErrInvalidConfig, setting("advertise address", n.cfg.from.advertise), a, err)
 		}
 		if ip := net.ParseIP(h); ip != nil {
 			return ip.String(), nil
 		}
 		ips, err := net.DefaultResolver.LookupHost(context.Background(), h)
 		if err != nil || len(ips) == 0 {
-			return "", fmt.Errorf("%w: advertise address %q does not resolve: %v", ErrInvalidConfig, a, err)
+			return "", fmt.Errorf("%w: %s=%q does not resolve: %v", ErrInvalidConfig, setting("advertise address", n.cfg.from.advertise), a, err)
 		}
 		return ips[0], nil
 	}

@@ -55,6 +55,18 @@ type config struct {
 	gossip     func(*memberlist.Config)
 	noPeerWarn time.Duration
 	joinMax    time.Duration
+	// from names the variable a setting came from, for error messages ("" when
+	// it came from an option or the default).
+	from struct{ name, advertise, maxFrame string }
+}
+
+// setting names a setting in an error message: the variable it came from,
+// when it did, else its plain name.
+func setting(label, fromVar string) string {
+	if fromVar != "" {
+		return fromVar
+	}
+	return label
 }
 
 func defaults() config {
@@ -82,7 +94,7 @@ func defaults() config {
 
 // WithName sets the node's name (default: the host name). The node's unique
 // ID is the name plus a random suffix, so many nodes may share a name.
-func WithName(name string) Option { return func(c *config) { c.name = name } }
+func WithName(name string) Option { return func(c *config) { c.name, c.from.name = name, "" } }
 
 // WithEnvironment sets the environment. Components only see components of
 // the same environment, so one LAN can host "dev" and "staging" apart.
@@ -99,7 +111,9 @@ func WithBindAddr(addr string) Option {
 // reach this node, for NAT, containers or multi-homed hosts. By default it is
 // the bind address, or the first address of the first configured interface,
 // or the host's private address.
-func WithAdvertiseAddr(addr string) Option { return func(c *config) { c.advertise = addr } }
+func WithAdvertiseAddr(addr string) Option {
+	return func(c *config) { c.advertise, c.from.advertise = addr, "" }
+}
 
 // WithSeeds adds seed addresses ("host:port", "host", or a DNS name that
 // resolves to several peers, as a Kubernetes headless Service does). Seeds
@@ -125,7 +139,7 @@ func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l }
 
 // WithMaxFrame sets the largest data-plane frame in bytes (default 16 MiB).
 // Messages that do not fit are refused with an error.
-func WithMaxFrame(n int) Option { return func(c *config) { c.maxFrame = n } }
+func WithMaxFrame(n int) Option { return func(c *config) { c.maxFrame, c.from.maxFrame = n, "" } }
 
 // WithDiscovery adds a custom discoverer, run alongside seeds and mDNS.
 func WithDiscovery(d discovery.Discoverer) Option { return func(c *config) { c.discovery = d } }
@@ -138,7 +152,7 @@ func WithGossipConfig(fn func(*memberlist.Config)) Option { return func(c *confi
 // applyEnv overlays WARREN_* variables onto c.
 func (c *config) applyEnv(getenv func(string) string) error {
 	if v := getenv(EnvName); v != "" {
-		c.name = v
+		c.name, c.from.name = v, EnvName
 	}
 	if v := getenv(EnvEnv); v != "" {
 		c.env = v
@@ -150,7 +164,7 @@ func (c *config) applyEnv(getenv func(string) string) error {
 		c.bind, c.bindIsDef, c.bindSet = v, false, true
 	}
 	if v := getenv(EnvAdvertise); v != "" {
-		c.advertise = v
+		c.advertise, c.from.advertise = v, EnvAdvertise
 	}
 	if v := getenv(EnvSeeds); v != "" {
 		if _, err := discovery.ParseSeeds(v); err != nil {
@@ -197,7 +211,7 @@ func (c *config) applyEnv(getenv func(string) string) error {
 		if err != nil {
 			return fmt.Errorf("%w: %s=%q: not a number of bytes", ErrInvalidConfig, EnvMaxFrame, v)
 		}
-		c.maxFrame = n
+		c.maxFrame, c.from.maxFrame = n, EnvMaxFrame
 	}
 	return nil
 }
@@ -208,13 +222,13 @@ func (c *config) validate() error {
 		c.name = "node"
 	}
 	if err := validName(c.name); err != nil {
-		return fmt.Errorf("%w: name %q: %v", ErrInvalidConfig, c.name, err)
+		return fmt.Errorf("%w: %s=%q: %v", ErrInvalidConfig, setting("name", c.from.name), c.name, err)
 	}
 	if _, _, err := splitHostPortDefault(c.bind); err != nil {
 		return fmt.Errorf("%w: bind address %q: %v", ErrInvalidConfig, c.bind, err)
 	}
 	if c.maxFrame < wire.MinMaxFrame {
-		return fmt.Errorf("%w: max frame %d is below %d bytes", ErrInvalidConfig, c.maxFrame, wire.MinMaxFrame)
+		return fmt.Errorf("%w: %s=%d is below %d bytes", ErrInvalidConfig, setting("max frame", c.from.maxFrame), c.maxFrame, wire.MinMaxFrame)
 	}
 	if len(c.seeds) > 0 {
 		if _, err := discovery.ParseSeeds(strings.Join(c.seeds, ",")); err != nil {

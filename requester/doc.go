@@ -13,6 +13,12 @@
 // caller waits, rather than fails, while a service restarts or scales from
 // zero; give ctx a deadline, or the requester WithTimeout, to bound the wait.
 //
+// Send blocks its goroutine until the call completes. Go sends without
+// waiting and returns a *Pending (Done, Wait), in the manner of net/rpc's
+// Client.Go: fanning out many requests, or holding thousands while a service
+// is down, then costs no goroutine per request, only the payload and a few
+// hundred bytes each.
+//
 // Failures are typed for errors.Is and errors.As: ErrTimeout, ErrQueueFull,
 // ErrNoHandler (responders exist but none handles the type),
 // ErrResponderLost (the responder died mid-request: retryable), ErrDecode,

@@ -108,3 +108,37 @@ func ExampleWithTimeout() {
 	// Output:
 	// true
 }
+
+// Go sends requests without a goroutine each; Wait collects the replies.
+func ExampleRequester_Go() {
+	a, b, stop := exampleNodes()
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	v, _ := responder.New("validation-service", responder.WithMesh(b))
+	defer v.Close(ctx)
+	responder.Handle(v, "validate", func(ctx context.Context, c Card) (Verdict, error) {
+		return Verdict{Status: "validated " + c.Number}, nil
+	})
+	p, _ := requester.New("payment-service", requester.WithMesh(a))
+	defer p.Close(ctx)
+
+	cards := []string{"4111111111111111", "5500000000000004", "340000000000009"}
+	replies := make([]Verdict, len(cards))
+	calls := make([]*requester.Pending, len(cards))
+	for i, c := range cards {
+		calls[i] = p.Go(ctx, "validate", Card{Number: c}, &replies[i])
+	}
+	for i, call := range calls {
+		if err := call.Wait(); err != nil {
+			fmt.Println(err)
+			continue
+		}
+		fmt.Println(replies[i].Status)
+	}
+	// Output:
+	// validated 4111111111111111
+	// validated 5500000000000004
+	// validated 340000000000009
+}

@@ -29,7 +29,9 @@ var encPool = sync.Pool{New: func() any {
 	return b
 }}
 
-// Encode encodes v into a pooled buffer. A nil v encodes to no bytes.
+// Encode encodes v into a pooled buffer. A nil v encodes to no bytes. A
+// value that Unmarshal would refuse (nested deeper than PayloadLimits
+// allows) fails with an error wrapping ErrLimits.
 func Encode(v any) (*Buffer, error) {
 	b := encPool.Get().(*Buffer)
 	b.buf.Reset()
@@ -39,6 +41,17 @@ func Encode(v any) (*Buffer, error) {
 	if err := b.enc.Encode(v); err != nil {
 		b.Release()
 		return nil, fmt.Errorf("codec: cannot encode %T: %w", v, err)
+	}
+	// What a receiver would refuse fails here, where the sender learns of
+	// it; timestamps are put in a form the receiver's check accepts.
+	out, err := canonical(b.buf.Bytes(), PayloadLimits)
+	if err != nil {
+		b.Release()
+		return nil, fmt.Errorf("codec: cannot encode %T: %w", v, err)
+	}
+	if len(out) != b.buf.Len() {
+		b.buf.Reset()
+		b.buf.Write(out)
 	}
 	return b, nil
 }
@@ -78,10 +91,17 @@ var decPool = sync.Pool{New: func() any {
 }}
 
 // Unmarshal decodes data into v, which must be a non-nil pointer. Empty
-// data leaves v unchanged.
+// data leaves v unchanged. data is checked first (see Check, with
+// PayloadLimits): bytes that claim more than they hold fail with an error
+// wrapping both ErrDecode and ErrLimits, without allocating.
 func Unmarshal(data []byte, v any) error {
 	if len(data) == 0 {
 		return nil
+	}
+	// Payloads come from the network: refuse, before the decoder sees
+	// them, those whose claimed sizes would make it allocate without bound.
+	if err := Check(data, PayloadLimits); err != nil {
+		return fmt.Errorf("%w into %T: %w", ErrDecode, v, err)
 	}
 	d := decPool.Get().(*decoder)
 	d.r.Reset(data)
