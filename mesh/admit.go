@@ -58,11 +58,15 @@ func (a *admit) NotifyMerge(peers []*memberlist.Node) error {
 }
 
 // loopbackOnly is the safety net of test binaries in the host's network
-// namespace (no interface named): gossip there is confined to loopback, so
-// a test that feeds a node junk can never make it send a packet to an
-// address on the real network.
-func loopbackOnly(cfg *config, mc *memberlist.Config) {
+// namespace: a node bound to loopback (or to every address) with no
+// interface named has its gossip confined to loopback, so a test that feeds
+// it junk can never make it send a packet to an address on the real
+// network. Nodes of the multi-host tests bind their namespace's address.
+func loopbackOnly(cfg *config, bindHost string, mc *memberlist.Config) {
 	if !testing.Testing() || len(cfg.interfaces) > 0 {
+		return
+	}
+	if ip, err := netip.ParseAddr(bindHost); err != nil || !(ip.IsLoopback() || ip.IsUnspecified()) {
 		return
 	}
 	_, v4, _ := net.ParseCIDR("127.0.0.0/8")

@@ -171,7 +171,19 @@ func (n *Node) startGossip() error {
 	if n.cfg.gossip != nil {
 		n.cfg.gossip(mc)
 	}
-	loopbackOnly(&n.cfg, mc)
+	loopbackOnly(&n.cfg, host, mc)
+	if len(mc.CIDRsAllowed) > 0 {
+		// memberlist would refuse its own address and then crash.
+		self := mc.AdvertiseAddr
+		if self == "" {
+			self = host
+		}
+		if ip := net.ParseIP(self); ip != nil && !ip.IsUnspecified() {
+			if err := mc.IPAllowed(ip); err != nil {
+				return fmt.Errorf("%w: this node's own address %s is outside the gossip CIDRsAllowed: %v", ErrInvalidConfig, self, err)
+			}
+		}
+	}
 	n.bq = &memberlist.TransmitLimitedQueue{NumNodes: n.numMembers, RetransmitMult: mc.RetransmitMult}
 
 	// The data listener shares the gossip bind host and takes a free port.
