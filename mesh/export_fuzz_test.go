@@ -107,3 +107,6 @@ const (
 
 // Admit reports whether n would take in a member announced as m.
 func Admit(n *Node, m *memberlist.Node) error { return (*admit)(n).NotifyAlive(m) }
+
+// MaxGossipStreams is maxGossipStreams.
+const MaxGossipStreams = maxGossipStreams

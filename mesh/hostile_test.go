@@ -566,3 +566,51 @@ func TestOnlyWarrenNodesAreAdmitted(t *testing.T) {
 		}
 	}
 }
+
+// TestHostileGossipStreamFlood: connections by the thousand to the gossip
+// port, each sending nothing. memberlist serves every stream in a goroutine
+// until its TCP timeout, so unbounded they would exhaust the node's file
+// descriptors; the node serves a bounded number and closes the rest at
+// once, and a new node can still join through it meanwhile.
+func TestHostileGossipStreamFlood(t *testing.T) {
+	v := newVictim(t)
+	const flood = 1000
+	base := openFDs(t)
+	conns := make([]net.Conn, flood)
+	var wg sync.WaitGroup
+	var dialErrs atomic.Int64
+	for g := range 20 {
+		wg.Go(func() {
+			for i := g; i < flood; i += 20 {
+				c, err := net.DialTimeout("tcp", v.n.Addr(), 5*time.Second)
+				if err != nil {
+					dialErrs.Add(1)
+					continue
+				}
+				conns[i] = c
+			}
+		})
+	}
+	wg.Wait()
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	mine := flood - int(dialErrs.Load())
+	time.Sleep(300 * time.Millisecond) // let the node accept what it will
+	nodeFDs := openFDs(t) - base - mine
+	t.Logf("%d gossip connections open at once (%d dials failed): the node holds %d descriptors for them", mine, dialErrs.Load(), nodeFDs)
+	if nodeFDs > mesh.MaxGossipStreams+100 {
+		t.Errorf("node holds %d descriptors for %d idle gossip connections: unbounded", nodeFDs, mine)
+	}
+	// A new node joins through the flooded one while the flood lasts.
+	newcomer := meshtest.Node(t, mesh.WithSeeds(v.n.Addr()))
+	meshtest.WaitMembers(t, []*mesh.Node{v.n, v.peer, newcomer}, 3)
+	newcomer.Close(context.Background())
+	meshtest.WaitMembers(t, []*mesh.Node{v.n, v.peer}, 2)
+	v.log.waitLog(t, 5*time.Second, "gossip listener: too many streams")
+	v.check(t)
+}

@@ -24,14 +24,15 @@ import (
 // peer, shared by every component of the process. It is safe for concurrent
 // use.
 type Node struct {
-	cfg      config
-	id       string
-	log      *slog.Logger
-	ml       *memberlist.Memberlist
-	bq       *memberlist.TransmitLimitedQueue
-	ln       net.Listener
-	dataAddr string
-	start    time.Time
+	cfg          config
+	id           string
+	log          *slog.Logger
+	ml           *memberlist.Memberlist
+	ownTransport bool // mc.Transport is warren's bounded transport, made by createGossip
+	bq           *memberlist.TransmitLimitedQueue
+	ln           net.Listener
+	dataAddr     string
+	start        time.Time
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -192,7 +193,7 @@ func (n *Node) startGossip() error {
 		return fmt.Errorf("mesh: data listener on %s: %w", host, err)
 	}
 	n.ln = ln
-	ml, err := memberlist.Create(mc)
+	ml, err := n.createGossip(mc)
 	for tries := 0; err != nil && n.cfg.bindIsDef && isAddrInUse(err) && tries < 5; tries++ {
 		// Another process on this host took the default port between our
 		// check and our bind (several services starting at once): take a
@@ -206,7 +207,7 @@ func (n *Node) startGossip() error {
 			mc.AdvertisePort = p
 		}
 		port = p
-		ml, err = memberlist.Create(mc)
+		ml, err = n.createGossip(mc)
 	}
 	if err != nil {
 		ln.Close()
@@ -228,6 +229,27 @@ func (n *Node) startGossip() error {
 	// Our data address travels in the node metadata too, so peers can dial
 	// us before our catalogue state reaches them.
 	return ml.UpdateNode(time.Second)
+}
+
+// createGossip starts memberlist on mc's address, with warren's bounded
+// transport unless the configuration brings a transport of its own.
+func (n *Node) createGossip(mc *memberlist.Config) (*memberlist.Memberlist, error) {
+	own := mc.Transport == nil || n.ownTransport
+	if own {
+		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
+			BindAddrs: []string{mc.BindAddr}, BindPort: mc.BindPort, Logger: mc.Logger,
+		})
+		if err != nil {
+			return nil, err
+		}
+		mc.Transport = newBoundedTransport(nt, maxGossipStreams, n.log)
+		n.ownTransport = true
+	}
+	ml, err := memberlist.Create(mc)
+	if err != nil && own {
+		mc.Transport.Shutdown()
+	}
+	return ml, err
 }
 
 func isAddrInUse(err error) bool {
