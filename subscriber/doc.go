@@ -34,7 +34,7 @@
 // order. Handlers never run on the network read loop, and a handler that
 // panics is recovered and logged, and the subscriber keeps going.
 //
-// Each publisher may have at most WithBuffer events (default 1024)
+// Each publisher may have at most WithBuffer events (default 4096)
 // outstanding at a subscriber. When they are all waiting, that publisher's
 // Publish waits for room, or, with WithDropWhenFull, drops the event and
 // counts it, so a slow subscriber never makes memory grow without bound.

