@@ -238,6 +238,13 @@ func (p *proc) rss() (int64, error) {
 func (p *proc) cpu() (time.Duration, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.pid()))
 	if err != nil {
+		select {
+		case <-p.done: // exited (and reaped just now): its final figure
+			if st := p.cmd.ProcessState; st != nil {
+				return st.UserTime() + st.SystemTime(), nil
+			}
+		case <-time.After(time.Second):
+		}
 		return 0, err
 	}
 	// Fields after the command name, which is in parentheses and may hold
@@ -308,6 +315,14 @@ func (ps *procs) killAll() {
 	ps.mu.Unlock()
 	for _, p := range all {
 		p.kill()
+	}
+	// Wait for them to be reaped, so the next scenario starts alone (and
+	// its CPU figures count only its own processes).
+	for _, p := range all {
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+		}
 	}
 }
 
