@@ -23,8 +23,9 @@ type boundedTransport struct {
 	*memberlist.NetTransport
 	out   chan net.Conn
 	slots chan struct{}
-	stop  chan struct{}
-	done  chan struct{}
+	stop  chan struct{} // closed by Shutdown: refuse everything from now on
+	inner chan struct{} // closed once memberlist's transport is shut down
+	done  chan struct{} // closed when admit has returned
 	once  sync.Once
 	log   *slog.Logger
 }
@@ -35,6 +36,7 @@ func newBoundedTransport(nt *memberlist.NetTransport, max int, log *slog.Logger)
 		out:          make(chan net.Conn),
 		slots:        make(chan struct{}, max),
 		stop:         make(chan struct{}),
+		inner:        make(chan struct{}),
 		done:         make(chan struct{}),
 		log:          log,
 	}
@@ -42,6 +44,10 @@ func newBoundedTransport(nt *memberlist.NetTransport, max int, log *slog.Logger)
 	return t
 }
 
+// admit hands inbound streams to memberlist while there are free slots.
+// It reads the inner transport's streams until that transport has shut
+// down: the transport's accept loop blocks on handing a stream over, and
+// its Shutdown waits for that loop.
 func (t *boundedTransport) admit() {
 	defer close(t.done)
 	var refused int
@@ -51,8 +57,14 @@ func (t *boundedTransport) admit() {
 		var c net.Conn
 		select {
 		case c = <-in:
-		case <-t.stop:
+		case <-t.inner:
 			return
+		}
+		select {
+		case <-t.stop:
+			c.Close()
+			continue
+		default:
 		}
 		select {
 		case t.slots <- struct{}{}:
@@ -66,11 +78,11 @@ func (t *boundedTransport) admit() {
 			}
 			continue
 		}
+		sc := &slotConn{Conn: c, release: func() { <-t.slots }}
 		select {
-		case t.out <- &slotConn{Conn: c, release: func() { <-t.slots }}:
+		case t.out <- sc:
 		case <-t.stop:
-			c.Close()
-			return
+			sc.Close()
 		}
 	}
 }
@@ -78,11 +90,17 @@ func (t *boundedTransport) admit() {
 // StreamCh returns the admitted inbound streams.
 func (t *boundedTransport) StreamCh() <-chan net.Conn { return t.out }
 
-// Shutdown stops admitting streams, then shuts memberlist's transport down.
+// Shutdown refuses new streams and shuts memberlist's transport down, then
+// waits for admit to return.
 func (t *boundedTransport) Shutdown() error {
-	t.once.Do(func() { close(t.stop) })
+	var err error
+	t.once.Do(func() {
+		close(t.stop)
+		err = t.NetTransport.Shutdown()
+		close(t.inner)
+	})
 	<-t.done
-	return t.NetTransport.Shutdown()
+	return err
 }
 
 // slotConn frees its slot when memberlist closes it (it always does, at the
