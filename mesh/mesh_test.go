@@ -81,10 +81,23 @@ func TestFiveNodesConvergeAndShareCatalogue(t *testing.T) {
 	meshtest.CheckGoroutines(t)
 	// Push/pull (anti-entropy) is pushed out of the way, so the change must
 	// travel by gossip broadcast alone.
-	nodes := meshtest.Cluster(t, 5, mesh.WithGossipConfig(func(c *memberlist.Config) {
+	// Each node seeds every earlier one, so membership forms by the joins'
+	// own push/pulls: with anti-entropy off, a membership that must also
+	// spread by broadcast did not always converge in time on a loaded
+	// machine (a pre-existing flake, seen about once in 20 runs under load).
+	slow := mesh.WithGossipConfig(func(c *memberlist.Config) {
 		meshtest.FastGossip(c)
 		c.PushPullInterval = time.Minute
-	}))
+	})
+	var nodes []*mesh.Node
+	for i := range 5 {
+		var seeds []string
+		for _, n := range nodes[:i] {
+			seeds = append(seeds, n.Addr())
+		}
+		nodes = append(nodes, meshtest.Node(t, slow, mesh.WithSeeds(seeds...)))
+	}
+	meshtest.WaitMembers(t, nodes, 5)
 	start := time.Now()
 	if _, err := nodes[3].Register(mesh.Component{Kind: mesh.KindResponder, Name: "validation", Handles: []string{"validate"}}, nopHandler{}); err != nil {
 		t.Fatal(err)
