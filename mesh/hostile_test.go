@@ -480,34 +480,12 @@ func TestHostileConnectionFlood(t *testing.T) {
 	const flood = 1500
 	h := watchHeap()
 	base := openFDs(t)
-	conns := make([]net.Conn, flood)
-	var wg sync.WaitGroup
-	var dialErrs atomic.Int64
-	for g := range 50 {
-		wg.Go(func() {
-			for i := g; i < flood; i += 50 {
-				c, err := net.DialTimeout("tcp", v.n.DataAddr(), 5*time.Second)
-				if err != nil {
-					dialErrs.Add(1)
-					continue
-				}
-				conns[i] = c
-			}
-		})
-	}
-	wg.Wait()
-	defer func() {
-		for _, c := range conns {
-			if c != nil {
-				c.Close()
-			}
-		}
-	}()
-	mine := flood - int(dialErrs.Load())
+	conns, dialErrs := floodDial(t, v.n.DataAddr(), flood, 50)
+	mine := flood - dialErrs
 	var nodeFDs int
 	time.Sleep(500 * time.Millisecond) // let the node accept what it will
 	nodeFDs = openFDs(t) - base - mine
-	t.Logf("%d connections open at once (%d dials failed): the node holds %d descriptors for them", mine, dialErrs.Load(), nodeFDs)
+	t.Logf("%d connections open at once (%d dials failed): the node holds %d descriptors for them", mine, dialErrs, nodeFDs)
 	if nodeFDs > 300 {
 		t.Errorf("node holds %d descriptors for %d idle connections: unbounded", nodeFDs, mine)
 	}
@@ -576,33 +554,11 @@ func TestHostileGossipStreamFlood(t *testing.T) {
 	v := newVictim(t)
 	const flood = 1000
 	base := openFDs(t)
-	conns := make([]net.Conn, flood)
-	var wg sync.WaitGroup
-	var dialErrs atomic.Int64
-	for g := range 20 {
-		wg.Go(func() {
-			for i := g; i < flood; i += 20 {
-				c, err := net.DialTimeout("tcp", v.n.Addr(), 5*time.Second)
-				if err != nil {
-					dialErrs.Add(1)
-					continue
-				}
-				conns[i] = c
-			}
-		})
-	}
-	wg.Wait()
-	defer func() {
-		for _, c := range conns {
-			if c != nil {
-				c.Close()
-			}
-		}
-	}()
-	mine := flood - int(dialErrs.Load())
+	_, dialErrs := floodDial(t, v.n.Addr(), flood, 20)
+	mine := flood - dialErrs
 	time.Sleep(300 * time.Millisecond) // let the node accept what it will
 	nodeFDs := openFDs(t) - base - mine
-	t.Logf("%d gossip connections open at once (%d dials failed): the node holds %d descriptors for them", mine, dialErrs.Load(), nodeFDs)
+	t.Logf("%d gossip connections open at once (%d dials failed): the node holds %d descriptors for them", mine, dialErrs, nodeFDs)
 	if nodeFDs > mesh.MaxGossipStreams+100 {
 		t.Errorf("node holds %d descriptors for %d idle gossip connections: unbounded", nodeFDs, mine)
 	}
@@ -613,4 +569,34 @@ func TestHostileGossipStreamFlood(t *testing.T) {
 	meshtest.WaitMembers(t, []*mesh.Node{v.n, v.peer}, 2)
 	v.log.waitLog(t, 5*time.Second, "gossip listener: too many streams")
 	v.check(t)
+}
+
+// floodDial opens n TCP connections to addr from workers goroutines and
+// returns them (nil where a dial failed, counted in failed); they are
+// closed at cleanup.
+func floodDial(t *testing.T, addr string, n, workers int) (conns []net.Conn, failed int) {
+	conns = make([]net.Conn, n)
+	var wg sync.WaitGroup
+	var dialErrs atomic.Int64
+	for g := range workers {
+		wg.Go(func() {
+			for i := g; i < n; i += workers {
+				c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+				if err != nil {
+					dialErrs.Add(1)
+					continue
+				}
+				conns[i] = c
+			}
+		})
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	})
+	return conns, int(dialErrs.Load())
 }
