@@ -107,7 +107,7 @@ func (cl *Pending) Wait() error {
 			cl.err = cl.c.res.err // counted as failed already
 			return
 		}
-		cl.err = cl.r.finish(&cl.c, cl.c.res, cl.reply)
+		cl.err = cl.r.finish(&cl.c, cl.reply)
 	})
 	return cl.err
 }

@@ -194,7 +194,7 @@ func (r *Requester) Send(ctx context.Context, typ string, req, reply any, opts .
 		}
 		<-c.done
 	}
-	return r.finish(&c, c.res, reply)
+	return r.finish(&c, reply)
 }
 
 // prepare fills in c for a request of type typ: its context (with the
@@ -238,7 +238,9 @@ func (r *Requester) ctxError(c *call, ctx context.Context) error {
 	return fmt.Errorf("requester: %q (%s): %w", c.typ, where, ctx.Err())
 }
 
-func (r *Requester) finish(c *call, res result, reply any) error {
+// finish turns c's delivered result into what Send returns.
+func (r *Requester) finish(c *call, reply any) error {
+	res := &c.res
 	if res.err != nil {
 		r.failed.Add(1)
 		return res.err
