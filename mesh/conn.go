@@ -468,6 +468,7 @@ func (n *Node) readLoop(c *conn) {
 			}
 			return
 		}
+		f.Back = c.w
 		if !n.dispatch(c, &f) {
 			return
 		}

@@ -558,3 +558,100 @@ func waitHandlers(t testing.TB, n *mesh.Node, typ string, k int) {
 		return nil
 	})
 }
+
+// gatedWork registers "work": a request true ("slow") waits until the
+// returned channel is closed, a request false is answered at once.
+func gatedWork(r *responder.Responder) chan struct{} {
+	gate := make(chan struct{})
+	responder.Handle(r, "work", func(ctx context.Context, slow bool) (bool, error) {
+		if slow {
+			select {
+			case <-gate:
+			case <-ctx.Done():
+				return false, ctx.Err()
+			}
+		}
+		return slow, nil
+	})
+	return gate
+}
+
+// Replies to a burst share writes (the mesh holds the connection until the
+// burst's jobs have started), but a slow handler must never hold back the
+// others' replies, and nothing may stay held once the burst is over.
+func TestSlowHandlerDoesNotHoldBackOtherReplies(t *testing.T) {
+	for _, conc := range []int{responder.DefaultConcurrency, 2} {
+		t.Run(fmt.Sprintf("concurrency=%d", conc), func(t *testing.T) {
+			nodes := meshtest.Cluster(t, 2)
+			r := newResponder(t, nodes[1], "mixed", responder.WithConcurrency(conc))
+			gate := gatedWork(r)
+			req := newRequester(t, nodes[0])
+			waitHandlers(t, nodes[0], "work", 1)
+			ctx := ctxT(t, 20*time.Second)
+			slow := req.Go(ctx, "work", true, nil)
+			const fast = 40
+			calls := make([]*requester.Pending, fast)
+			for i := range calls {
+				calls[i] = req.Go(ctx, "work", false, nil)
+			}
+			for i, c := range calls {
+				select {
+				case <-c.Done():
+					if err := c.Wait(); err != nil {
+						t.Fatalf("fast request %d: %v", i, err)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatalf("fast request %d not answered while a slow handler runs", i)
+				}
+			}
+			select {
+			case <-slow.Done():
+				t.Fatalf("slow request answered before its handler was released: %v", slow.Wait())
+			default:
+			}
+			close(gate)
+			if err := slow.Wait(); err != nil {
+				t.Fatalf("slow request: %v", err)
+			}
+			// Nothing is left held: lone requests are answered at once.
+			for i := range 20 {
+				one := ctxT(t, 2*time.Second)
+				var got bool
+				if err := req.Send(one, "work", false, &got); err != nil {
+					t.Fatalf("request %d after the burst: %v", i, err)
+				}
+			}
+		})
+	}
+}
+
+// With every worker busy in a slow handler, the requests that wait for a
+// worker must not hold back a reply that is ready.
+func TestBusyWorkersDoNotHoldBackReadyReplies(t *testing.T) {
+	nodes := meshtest.Cluster(t, 2)
+	r := newResponder(t, nodes[1], "busy", responder.WithConcurrency(2))
+	gate := gatedWork(r)
+	req := newRequester(t, nodes[0])
+	waitHandlers(t, nodes[0], "work", 1)
+	ctx := ctxT(t, 20*time.Second)
+	// Worker 1 takes the first slow one, worker 2 the fast one and then the
+	// second slow one; the last fast one waits for a worker.
+	var calls []*requester.Pending
+	for _, slow := range []bool{true, false, true, false} {
+		calls = append(calls, req.Go(ctx, "work", slow, nil))
+	}
+	select {
+	case <-calls[1].Done():
+		if err := calls[1].Wait(); err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a ready reply was held back while both workers run slow handlers")
+	}
+	close(gate)
+	for i, c := range calls {
+		if err := c.Wait(); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+}

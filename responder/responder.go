@@ -76,10 +76,21 @@ type reqKey struct {
 
 // job is one accepted request, from its arrival until its reply is sent.
 type job struct {
-	key reqKey
-	req Request
-	h   HandlerFunc
-	ctx jobCtx
+	key  reqKey
+	req  Request
+	h    HandlerFunc
+	ctx  jobCtx
+	back *wire.Writer // held from arrival until the job starts (see start)
+}
+
+// start releases the job's hold on the connection it came in on: the
+// replies of the jobs that arrived together are written together once the
+// last of them starts, and a slow handler never holds back another's reply.
+func (j *job) start() {
+	if j.back != nil {
+		j.back.Release()
+		j.back = nil
+	}
 }
 
 func (j *job) cancel() { j.ctx.cancel(context.Canceled) }
@@ -89,8 +100,9 @@ func (j *job) cancel() { j.ctx.cancel(context.Canceled) }
 // recently used, warm one is picked first; one timer per responder retires
 // workers idle for longer than workerIdle.
 type worker struct {
-	jobs  chan *job // capacity 1; a nil job tells the worker to exit
-	since time.Time // when it went idle
+	wake    chan bool // capacity 1: true to work, false to exit
+	since   time.Time // when it went idle
+	started bool      // its goroutine runs (set by run, before it starts)
 }
 
 // Responder answers requests of the types it handles. Create it with New,
@@ -105,8 +117,9 @@ type Responder struct {
 	port    *mesh.Port
 	exact   map[string]HandlerFunc
 	wild    []route
-	active  int
-	backlog []*job
+	active  int    // workers not idle: running a job, or waking to take one
+	waking  int    // workers woken (or started) that have not taken a job yet
+	backlog []*job // accepted jobs no worker has taken yet, oldest first
 	running map[reqKey]*job
 	closed  bool
 	refuse  bool // drained: answer new requests "rejected" so they go elsewhere
@@ -239,7 +252,7 @@ func (rt *routeTable) lookup(typ string) HandlerFunc {
 // Stats returns the responder's counters.
 func (r *Responder) Stats() Stats {
 	r.mu.Lock()
-	inflight := r.active + len(r.backlog)
+	inflight := len(r.running)
 	r.mu.Unlock()
 	return Stats{
 		Received: r.received.Load(), Answered: r.answered.Load(), Errors: r.errs.Load(),
@@ -265,6 +278,12 @@ func (h *handler) HandleFrame(from string, f *wire.Frame) {
 func (h *handler) PeerDown(node string) {
 	r := (*Responder)(h)
 	// Replies to that node cannot be delivered any more: stop the work.
+	var unheld []*wire.Writer
+	defer func() {
+		for _, b := range unheld {
+			b.ReleaseAsync() // on a read loop: must not block
+		}
+	}()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for k, j := range r.running {
@@ -276,6 +295,10 @@ func (h *handler) PeerDown(node string) {
 	for _, j := range r.backlog {
 		if j.key.node == node {
 			j.cancel()
+			if j.back != nil {
+				unheld = append(unheld, j.back)
+				j.back = nil
+			}
 			delete(r.running, j.key)
 			continue
 		}
@@ -309,68 +332,124 @@ func (r *Responder) accept(from string, f *wire.Frame) {
 	// Each job's context stands alone (no shared parent whose lock every
 	// request would take); Close cancels the running jobs itself.
 	r.running[key] = j
-	if r.active >= r.cfg.concurrency {
-		r.backlog = append(r.backlog, j)
-		r.mu.Unlock()
-		return
-	}
-	r.active++
+	r.backlog = append(r.backlog, j)
+	// Wake one worker unless one is on its way already: a burst of requests
+	// is taken by the workers that are awake, and each worker that takes a
+	// job while more wait wakes the next, so a slow handler never delays
+	// the others (see work).
 	var w *worker
-	if n := len(r.idleW); n > 0 {
-		w = r.idleW[n-1]
-		r.idleW[n-1] = nil
-		r.idleW = r.idleW[:n-1]
+	if r.waking == 0 && r.active < r.cfg.concurrency {
+		w = r.wakeLocked()
+	}
+	if r.waking > 0 && f.Back != nil {
+		// A worker will take it soon: replies written on its connection
+		// meanwhile wait for that (see job.start), so the replies to one
+		// burst share a write.
+		j.back = f.Back
+		j.back.Hold()
 	}
 	r.mu.Unlock()
-	if w != nil {
-		w.jobs <- j // never blocks: an idle worker's channel is empty
-		return
+	r.run(w)
+}
+
+// wakeLocked counts one more worker waking, and returns the idle worker to
+// wake, or a new one to start; run does that once r.mu is released.
+func (r *Responder) wakeLocked() *worker {
+	r.active++
+	r.waking++
+	if n := len(r.idleW); n > 0 {
+		w := r.idleW[n-1]
+		r.idleW[n-1] = nil
+		r.idleW = r.idleW[:n-1]
+		return w
 	}
 	r.wg.Add(1)
-	go r.work(&worker{jobs: make(chan *job, 1)}, j)
+	return &worker{wake: make(chan bool, 1)} // started by run
+}
+
+// run wakes the worker wakeLocked returned (nil: none), or starts it.
+func (r *Responder) run(w *worker) {
+	switch {
+	case w == nil:
+	case w.started:
+		w.wake <- true // never blocks: an idle worker's channel is empty
+	default:
+		w.started = true
+		go r.work(w)
+	}
 }
 
 // workerIdle is how long a worker stays idle before it exits.
 const workerIdle = 2 * time.Second
 
-// work runs j, then whatever waits in the backlog, then waits idle for more
-// work, so a busy responder reuses its goroutines (and their grown stacks).
-func (r *Responder) work(w *worker, j *job) {
+// work takes jobs from the backlog until it is empty, then waits idle to be
+// woken again, so a busy responder reuses its goroutines (and their grown
+// stacks). A worker starts as one that is waking (counted in r.waking).
+func (r *Responder) work(w *worker) {
 	defer r.wg.Done()
-	for j != nil {
-		r.serve(j)
-		r.mu.Lock()
-		delete(r.running, j.key)
-		if len(r.backlog) > 0 {
-			j = r.backlog[0]
-			r.backlog[0] = nil
-			r.backlog = r.backlog[1:]
+	var unheld []*wire.Writer
+	r.mu.Lock()
+	r.waking--
+	for {
+		if len(r.backlog) == 0 {
+			r.active--
+			if r.active == 0 {
+				select {
+				case r.idle <- struct{}{}:
+				default:
+				}
+			}
+			if r.stopped {
+				r.mu.Unlock()
+				return
+			}
+			w.since = time.Now()
+			r.idleW = append(r.idleW, w)
+			if !r.reaperArmed {
+				r.reaperArmed = true
+				if r.reaper == nil {
+					r.reaper = time.AfterFunc(r.idleFor, r.reap)
+				} else {
+					r.reaper.Reset(r.idleFor)
+				}
+			}
 			r.mu.Unlock()
+			if !<-w.wake {
+				return
+			}
+			r.mu.Lock()
+			r.waking--
 			continue
 		}
-		r.active--
-		if r.active == 0 {
-			select {
-			case r.idle <- struct{}{}:
-			default:
-			}
-		}
-		if r.stopped {
-			r.mu.Unlock()
-			return
-		}
-		w.since = time.Now()
-		r.idleW = append(r.idleW, w)
-		if !r.reaperArmed {
-			r.reaperArmed = true
-			if r.reaper == nil {
-				r.reaper = time.AfterFunc(r.idleFor, r.reap)
+		j := r.backlog[0]
+		r.backlog[0] = nil
+		r.backlog = r.backlog[1:]
+		var next *worker
+		if len(r.backlog) > 0 && r.waking == 0 {
+			if r.active < r.cfg.concurrency {
+				// More wait: wake the next worker, in case this job is slow.
+				next = r.wakeLocked()
 			} else {
-				r.reaper.Reset(r.idleFor)
+				// Every worker is busy: the jobs that wait may wait long,
+				// and must not hold back other replies meanwhile.
+				for _, q := range r.backlog {
+					if q.back != nil {
+						unheld = append(unheld, q.back)
+						q.back = nil
+					}
+				}
 			}
 		}
 		r.mu.Unlock()
-		j = <-w.jobs
+		r.run(next)
+		for i, b := range unheld {
+			b.Release()
+			unheld[i] = nil
+		}
+		unheld = unheld[:0]
+		r.serve(j)
+		r.mu.Lock()
+		delete(r.running, j.key)
 	}
 }
 
@@ -386,7 +465,7 @@ func (r *Responder) reap() {
 	now := time.Now()
 	k := 0
 	for k < len(r.idleW) && now.Sub(r.idleW[k].since) >= r.idleFor {
-		r.idleW[k].jobs <- nil
+		r.idleW[k].wake <- false
 		k++
 	}
 	n := copy(r.idleW, r.idleW[k:])
@@ -408,13 +487,14 @@ func (r *Responder) stopWorkers() {
 		r.reaperArmed = false
 	}
 	for i, w := range r.idleW {
-		w.jobs <- nil
+		w.wake <- false
 		r.idleW[i] = nil
 	}
 	r.idleW = nil
 }
 
 func (r *Responder) serve(j *job) {
+	j.start()
 	defer j.cancel()
 	if err := j.ctx.Err(); err != nil {
 		// The caller's deadline passed or it gave up while the request

@@ -84,6 +84,9 @@ type Frame struct {
 	Kind    Kind
 	Header  Header
 	Payload []byte // aliases the Reader's buffer: valid only until the next call to Next
+	// Back is the Writer of the connection the frame came in on, when the
+	// reader's owner sets it (the mesh does), so a handler can Hold it.
+	Back *Writer
 }
 
 // normMax turns a caller's frame limit into the one in force: DefaultMaxFrame

@@ -28,6 +28,9 @@ const (
 	// down does not pin them (and a busy one does not reallocate them).
 	retainLimit = 256 << 10
 	retainFor   = time.Second // Writer.retainFor; tests shorten it
+	// holdLimit is how many pending bytes holds may keep back: past it,
+	// WriteFrame flushes even while holds are outstanding.
+	holdLimit = 64 << 10
 )
 
 // WriterOption configures a Writer.
@@ -66,6 +69,12 @@ type writeDeadliner interface {
 // written at once by its caller, and many small frames under load share one
 // syscall. Two buffers are swapped back and forth, so steady state does not
 // allocate.
+//
+// Hold and Release let a goroutine that is about to write say so: while
+// holds are outstanding, frames wait in the buffer (up to holdLimit bytes)
+// and the last Release writes them all at once. A connection's read loop
+// takes a hold for each frame that wakes a goroutine which will answer, so
+// the answers to one read share one write, with no yield in between.
 type Writer struct {
 	w          io.Writer
 	dl         writeDeadliner // w's SetWriteDeadline, if it has one
@@ -78,6 +87,7 @@ type Writer struct {
 	pending  []byte // frames not yet handed to w
 	spare    []byte // the other buffer, when not being written
 	flushing bool   // a goroutine is the flusher
+	holds    int    // Hold calls not yet Released
 	closed   bool
 	werr     error         // first write error, wrapping ErrClosed
 	wake     chan struct{} // closed on progress when someone waits; nil otherwise
@@ -145,6 +155,14 @@ func (w *Writer) WriteFrame(ctx context.Context, kind Kind, h *Header, payload [
 		w.mu.Unlock()
 		return nil
 	}
+	if w.holds > 0 {
+		if len(w.pending) < holdLimit {
+			w.mu.Unlock()
+			return nil // the last Release writes it
+		}
+		w.flushing = true
+		return w.flushLocked(flushRounds)
+	}
 	w.flushing = true
 	// Let goroutines already runnable on this P (handlers replying, callers
 	// sending) append their frames first, so they share this write: under
@@ -155,6 +173,44 @@ func (w *Writer) WriteFrame(ctx context.Context, kind Kind, h *Header, payload [
 	runtime.Gosched()
 	w.mu.Lock()
 	return w.flushLocked(flushRounds)
+}
+
+// Hold defers the writing of frames queued by WriteFrame until the matching
+// Release (or until holdLimit bytes wait). Every Hold must be matched by
+// exactly one Release: it is for a goroutine that has been woken to answer
+// and will run at once, so that the answers of a burst share one write.
+func (w *Writer) Hold() {
+	w.mu.Lock()
+	w.holds++
+	w.mu.Unlock()
+}
+
+// Release ends one Hold. The last one writes what waits, as the flusher
+// (so it may block like WriteFrame).
+func (w *Writer) Release() { w.release(false) }
+
+// ReleaseAsync ends one Hold like Release, but never blocks: the last one
+// leaves the writing to a new goroutine. It is for a connection's read loop.
+func (w *Writer) ReleaseAsync() { w.release(true) }
+
+func (w *Writer) release(async bool) {
+	w.mu.Lock()
+	w.holds--
+	if w.holds < 0 {
+		w.mu.Unlock()
+		panic("wire: Writer.Release without Hold")
+	}
+	if w.holds > 0 || w.flushing || len(w.pending) == 0 {
+		w.mu.Unlock()
+		return
+	}
+	w.flushing = true
+	if async {
+		w.mu.Unlock()
+		go w.flushBackground()
+		return
+	}
+	w.flushLocked(flushRounds)
 }
 
 // Post queues one frame like WriteFrame but never blocks: it does not wait
@@ -286,6 +342,11 @@ func (w *Writer) errLocked() error {
 // Writer that is only closed flushes cleanly).
 func (w *Writer) Flush(ctx context.Context) error {
 	w.mu.Lock()
+	if !w.flushing && len(w.pending) > 0 {
+		// Held back by holds: write it now.
+		w.flushing = true
+		go w.flushBackground()
+	}
 	target := w.swaps
 	if len(w.pending) > 0 {
 		target++ // the batch that will take what is pending now
@@ -311,6 +372,11 @@ func (w *Writer) Flush(ctx context.Context) error {
 func (w *Writer) Close() error {
 	w.mu.Lock()
 	w.closed = true
+	if !w.flushing && len(w.pending) > 0 {
+		// Held back by holds: it was queued, so it is written.
+		w.flushing = true
+		go w.flushBackground()
+	}
 	w.notifyLocked()
 	w.mu.Unlock()
 	return nil

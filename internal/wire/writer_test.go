@@ -641,3 +641,158 @@ func TestPostNeverBlocksAndIsWritten(t *testing.T) {
 		}
 	}
 }
+
+func TestWriterHoldDefersToLastRelease(t *testing.T) {
+	rw := &recWriter{}
+	w := NewWriter(rw, 0)
+	ctx := context.Background()
+	w.Hold()
+	w.Hold()
+	for i := range 5 {
+		if err := w.WriteFrame(ctx, KindPing, &Header{Seq: uint64(i)}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if fs := rw.frames(t); len(fs) != 0 {
+		t.Fatalf("%d frames written while held", len(fs))
+	}
+	w.Release()
+	if fs := rw.frames(t); len(fs) != 0 {
+		t.Fatalf("%d frames written with one hold left", len(fs))
+	}
+	w.Release()
+	fs := rw.frames(t)
+	if len(fs) != 5 {
+		t.Fatalf("last Release wrote %d frames, want 5", len(fs))
+	}
+	for i, f := range fs {
+		if f.Header.Seq != uint64(i) {
+			t.Fatalf("frame %d has seq %d: order lost", i, f.Header.Seq)
+		}
+	}
+	if _, writes := w.Stats(); writes != 1 {
+		t.Fatalf("%d writes, want the held frames in one", writes)
+	}
+	// Unheld again: a lone frame goes out at once.
+	if err := w.WriteFrame(ctx, KindPing, &Header{Seq: 9}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if fs := rw.frames(t); len(fs) != 6 {
+		t.Fatalf("%d frames after an unheld write", len(fs))
+	}
+	// A Release with nothing pending writes nothing.
+	w.Hold()
+	w.Release()
+	if _, writes := w.Stats(); writes != 2 {
+		t.Fatalf("%d writes after an empty hold", writes)
+	}
+}
+
+func TestWriterHoldIsBoundedInBytes(t *testing.T) {
+	rw := &recWriter{}
+	w := NewWriter(rw, 0)
+	w.Hold()
+	defer w.Release()
+	payload := make([]byte, 1024)
+	n := 0
+	for len(rw.frames(t)) == 0 {
+		if n > holdLimit/len(payload)+1 {
+			t.Fatalf("%d KiB held back, the limit is %d KiB", n, holdLimit>>10)
+		}
+		if err := w.WriteFrame(context.Background(), KindEvent, &Header{Seq: uint64(n)}, payload); err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if got := len(rw.frames(t)); got != n {
+		t.Fatalf("%d of %d frames written past the limit", got, n)
+	}
+}
+
+func TestWriterHeldFramesOutliveCloseAndFlush(t *testing.T) {
+	for _, how := range []string{"Flush", "Close"} {
+		t.Run(how, func(t *testing.T) {
+			rw := &recWriter{}
+			w := NewWriter(rw, 0)
+			w.Hold() // never released: a bug elsewhere must not lose frames
+			if err := w.WriteFrame(context.Background(), KindPing, &Header{Seq: 1}, nil); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if how == "Close" {
+				w.Close()
+			}
+			if err := w.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if fs := rw.frames(t); len(fs) != 1 {
+				t.Fatalf("%d frames written", len(fs))
+			}
+		})
+	}
+}
+
+func TestWriterReleaseWithoutHoldPanics(t *testing.T) {
+	w := NewWriter(&recWriter{}, 0)
+	defer func() {
+		if recover() == nil {
+			t.Fatal("Release without Hold did not panic")
+		}
+	}()
+	w.Release()
+}
+
+func TestWriterHoldConcurrent(t *testing.T) {
+	c, s := tcpPair(t)
+	w := NewWriter(c, 0)
+	const writers, each = 8, 200
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r := NewReader(s, 0)
+		for range writers * each {
+			if _, err := r.Next(); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for g := range writers {
+		wg.Go(func() {
+			for i := range each {
+				w.Hold()
+				err := w.WriteFrame(context.Background(), KindPing, &Header{Seq: uint64(g*each + i)}, nil)
+				w.Release()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("held frames were never all written")
+	}
+}
+
+func TestWriterReleaseAsyncNeverBlocks(t *testing.T) {
+	g := newGateWriter()
+	w := NewWriter(g, 0)
+	w.Hold()
+	if err := w.WriteFrame(context.Background(), KindPing, &Header{Seq: 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	w.ReleaseAsync() // the write blocks in the gate, not here
+	recv(t, g.entered, "background write")
+	close(g.release)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
