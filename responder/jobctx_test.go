@@ -205,6 +205,11 @@ func TestWorkersAreReusedThenRetire(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// (The last one's worker goes idle just after its reply is sent.)
+	deadline = time.Now().Add(5 * time.Second)
+	for idle() != 8 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
 	if n := idle(); n != 8 {
 		t.Fatalf("%d idle workers after sequential requests, want 8", n)
 	}

@@ -117,9 +117,9 @@ type Responder struct {
 	port    *mesh.Port
 	exact   map[string]HandlerFunc
 	wild    []route
-	active  int    // workers not idle: running a job, or waking to take one
-	waking  int    // workers woken (or started) that have not taken a job yet
-	backlog []*job // accepted jobs no worker has taken yet, oldest first
+	active  int   // workers not idle: running a job, or waking to take one
+	waking  int   // workers woken (or started) that have not taken a job yet
+	backlog queue // accepted jobs no worker has taken yet
 	running map[reqKey]*job
 	closed  bool
 	refuse  bool // drained: answer new requests "rejected" so they go elsewhere
@@ -291,8 +291,9 @@ func (h *handler) PeerDown(node string) {
 			j.cancel()
 		}
 	}
-	out := r.backlog[:0]
-	for _, j := range r.backlog {
+	live := r.backlog.jobs()
+	out := r.backlog.buf[:0] // filtered in place
+	for _, j := range live {
 		if j.key.node == node {
 			j.cancel()
 			if j.back != nil {
@@ -304,8 +305,8 @@ func (h *handler) PeerDown(node string) {
 		}
 		out = append(out, j)
 	}
-	clear(r.backlog[len(out):])
-	r.backlog = out
+	clear(r.backlog.buf[len(out):])
+	r.backlog = queue{buf: out}
 }
 
 // accept runs on the read loop: it must not block.
@@ -332,7 +333,7 @@ func (r *Responder) accept(from string, f *wire.Frame) {
 	// Each job's context stands alone (no shared parent whose lock every
 	// request would take); Close cancels the running jobs itself.
 	r.running[key] = j
-	r.backlog = append(r.backlog, j)
+	r.backlog.push(j)
 	// Wake one worker unless one is on its way already: a burst of requests
 	// is taken by the workers that are awake, and each worker that takes a
 	// job while more wait wakes the next, so a slow handler never delays
@@ -379,6 +380,36 @@ func (r *Responder) run(w *worker) {
 	}
 }
 
+// queue is a FIFO of jobs that reuses its array: popping does not lose
+// capacity, so a steady flow of requests does not allocate.
+type queue struct {
+	buf  []*job
+	head int // buf[head:] are the queued jobs
+}
+
+func (q *queue) len() int     { return len(q.buf) - q.head }
+func (q *queue) jobs() []*job { return q.buf[q.head:] }
+
+func (q *queue) push(j *job) {
+	if q.head > 0 && len(q.buf) == cap(q.buf) && q.head >= len(q.buf)/2 {
+		// Full, and at least half of it was popped: move the rest down.
+		n := copy(q.buf, q.buf[q.head:])
+		clear(q.buf[n:])
+		q.buf, q.head = q.buf[:n], 0
+	}
+	q.buf = append(q.buf, j)
+}
+
+func (q *queue) pop() *job {
+	j := q.buf[q.head]
+	q.buf[q.head] = nil
+	q.head++
+	if q.head == len(q.buf) {
+		q.buf, q.head = q.buf[:0], 0
+	}
+	return j
+}
+
 // workerIdle is how long a worker stays idle before it exits.
 const workerIdle = 2 * time.Second
 
@@ -391,7 +422,7 @@ func (r *Responder) work(w *worker) {
 	r.mu.Lock()
 	r.waking--
 	for {
-		if len(r.backlog) == 0 {
+		if r.backlog.len() == 0 {
 			r.active--
 			if r.active == 0 {
 				select {
@@ -421,18 +452,16 @@ func (r *Responder) work(w *worker) {
 			r.waking--
 			continue
 		}
-		j := r.backlog[0]
-		r.backlog[0] = nil
-		r.backlog = r.backlog[1:]
+		j := r.backlog.pop()
 		var next *worker
-		if len(r.backlog) > 0 && r.waking == 0 {
+		if r.backlog.len() > 0 && r.waking == 0 {
 			if r.active < r.cfg.concurrency {
 				// More wait: wake the next worker, in case this job is slow.
 				next = r.wakeLocked()
 			} else {
 				// Every worker is busy: the jobs that wait may wait long,
 				// and must not hold back other replies meanwhile.
-				for _, q := range r.backlog {
+				for _, q := range r.backlog.jobs() {
 					if q.back != nil {
 						unheld = append(unheld, q.back)
 						q.back = nil
@@ -623,7 +652,7 @@ func (r *Responder) Close(ctx context.Context) error {
 	grace.Stop()
 	for {
 		r.mu.Lock()
-		busy := r.active > 0 || len(r.backlog) > 0
+		busy := r.active > 0 || r.backlog.len() > 0
 		if !busy || err != nil {
 			r.refuse = true
 		}
