@@ -41,5 +41,7 @@
 // for header strings it has not seen recently (short strings are interned
 // per Reader). Writer batches concurrent frames into one Write call with
 // flat combining: no goroutine hand-off for a lone frame, one syscall for
-// many frames under load.
+// many frames under load. Writer.Hold and Release let a goroutine woken to
+// answer a frame say that it will write soon, so the answers to a burst go
+// out in one write when the last of them starts, without a yield.
 package wire
