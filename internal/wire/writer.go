@@ -155,13 +155,9 @@ func (w *Writer) WriteFrame(ctx context.Context, kind Kind, h *Header, payload [
 		w.mu.Unlock()
 		return nil
 	}
-	if w.holds > 0 {
-		if len(w.pending) < holdLimit {
-			w.mu.Unlock()
-			return nil // the last Release writes it
-		}
-		w.flushing = true
-		return w.flushLocked(flushRounds)
+	if w.holds > 0 && len(w.pending) < holdLimit {
+		w.mu.Unlock()
+		return nil // the last Release writes it
 	}
 	w.flushing = true
 	// Let goroutines already runnable on this P (handlers replying, callers
