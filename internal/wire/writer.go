@@ -72,9 +72,10 @@ type writeDeadliner interface {
 //
 // Hold and Release let a goroutine that is about to write say so: while
 // holds are outstanding, frames wait in the buffer (up to holdLimit bytes)
-// and the last Release writes them all at once. A connection's read loop
-// takes a hold for each frame that wakes a goroutine which will answer, so
-// the answers to one read share one write, with no yield in between.
+// and the last Release writes them all at once. warren's responder holds a
+// connection for each request that came in on it and that a worker is about
+// to take, until the worker starts it, so the replies to a burst of
+// requests share one write, with no yield in between.
 type Writer struct {
 	w          io.Writer
 	dl         writeDeadliner // w's SetWriteDeadline, if it has one
@@ -130,11 +131,21 @@ func (w *Writer) WriteFrame(ctx context.Context, kind Kind, h *Header, payload [
 			w.mu.Unlock()
 			return err
 		}
-		// pending is empty unless a flusher is active, so waiting here
-		// always ends with progress or a write error.
 		if len(w.pending) < w.maxPending {
 			break
 		}
+		if !w.flushing {
+			// Held back by holds (past a threshold set below holdLimit):
+			// write it first.
+			w.flushing = true
+			if err := w.flushLocked(flushRounds); err != nil {
+				return err
+			}
+			w.mu.Lock()
+			continue
+		}
+		// A flusher is active, so waiting here always ends with progress
+		// or a write error.
 		ch := w.waitLocked()
 		w.mu.Unlock()
 		select {

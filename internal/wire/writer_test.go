@@ -796,3 +796,20 @@ func TestWriterReleaseAsyncNeverBlocks(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestWriterHoldWithSmallBackPressureThreshold(t *testing.T) {
+	rw := &recWriter{}
+	w := NewWriter(rw, 0, WithMaxPending(64)) // far below holdLimit
+	w.Hold()
+	defer w.Release()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := range 20 {
+		if err := w.WriteFrame(ctx, KindEvent, &Header{Seq: uint64(i)}, make([]byte, 16)); err != nil {
+			t.Fatalf("frame %d: %v (held frames must not block writers)", i, err)
+		}
+	}
+	if fs := rw.frames(t); len(fs) == 0 {
+		t.Fatal("nothing written past the back-pressure threshold")
+	}
+}
