@@ -70,6 +70,9 @@ func TestFaults(t *testing.T) {
 			r.fault, r.retry.sent+r.plain.sent, r.retry.answered+r.plain.answered, r.retry.failed, r.plain.failed,
 			r.retried, r.retry.lost+r.plain.lost, r.retry.twice+r.plain.twice, r.published, r.delivered, r.dropped,
 			dur(r.stall), dur(r.recovery), time.Since(began).Round(time.Second))
+		for _, d := range r.droppedBy {
+			t.Logf("%-22s %s", "", d)
+		}
 		return r
 	}
 	// Which checks apply to which fault.
@@ -126,7 +129,7 @@ func TestFaults(t *testing.T) {
 		check(r.published > 0, "no event published")
 		check(r.dupEvents == 0, "%d events received twice", r.dupEvents)
 		check(r.pubErrors == 0 || !e.eventsOK, "%d Publish errors", r.pubErrors)
-		check(r.dropped == 0 || !e.eventsOK, "%d events dropped", r.dropped)
+		check(r.dropped == 0 || !e.eventsOK, "%d events dropped: %s", r.dropped, strings.Join(r.droppedBy, "; "))
 		check(r.recovered && r.recovery <= r.limit, "recovery %s (recovered: %v), want at most %s", dur(r.recovery), r.recovered, r.limit)
 	}
 }

@@ -5,6 +5,7 @@ package faults
 import (
 	"bufio"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -39,6 +40,7 @@ type row struct {
 	recovered    bool
 	limit        time.Duration
 	notes        []string
+	droppedBy    []string // which subscriber missed which events
 }
 
 // eachLine calls fn with the fields of every line of the record files
@@ -163,6 +165,38 @@ func (c *cluster) events(phase string, r *row) {
 		}
 	}
 	r.dropped = 2*r.published - r.delivered
+	if r.dropped > 0 {
+		// Say who missed what, so a drop can be placed in time (one event
+		// every eventEvery, in seq order).
+		all := slices.Sorted(maps.Keys(published))
+		slots := slices.Sorted(maps.Keys(c.subs))
+		for _, slot := range slots {
+			if d := missedRanges(all, got[slot]); d != "" {
+				r.droppedBy = append(r.droppedBy, fmt.Sprintf("subscriber %s missed %s of seq %d-%d", slot, d, all[0], all[len(all)-1]))
+			}
+		}
+	}
+}
+
+// missedRanges lists, as "a-b, c", the seqs of all (sorted) missing from got.
+func missedRanges(all []int64, got map[int64]int) string {
+	var out []string
+	for i := 0; i < len(all); i++ {
+		if got[all[i]] > 0 {
+			continue
+		}
+		j := i
+		for j+1 < len(all) && got[all[j+1]] == 0 {
+			j++
+		}
+		if i == j {
+			out = append(out, fmt.Sprint(all[i]))
+		} else {
+			out = append(out, fmt.Sprintf("%d-%d", all[i], all[j]))
+		}
+		i = j
+	}
+	return strings.Join(out, ", ")
 }
 
 // ---- the table ----
