@@ -364,10 +364,24 @@ func (c *cluster) firstServe(name string, after int64) (int64, bool) {
 	return best, found
 }
 
-func (c *cluster) firstReceive(slot string, after int64) (int64, bool) {
+// steadyReceive returns when the subscriber in slot started receiving after
+// after and then kept receiving in every progress sample for settle: a
+// subscriber that hears one event and then loses its publisher again (a
+// membership flap after a partition heals) has not recovered yet.
+func (c *cluster) steadyReceive(slot string, after int64, settle time.Duration) (int64, bool) {
+	var from int64 // start of the current run of receiving samples; 0: none
 	for _, s := range c.subSamples[slot] {
-		if s.t > after && s.n > 0 {
-			return s.t, true
+		if s.t <= after {
+			continue
+		}
+		switch {
+		case s.n == 0:
+			from = 0
+		case from == 0:
+			from = s.t
+		}
+		if from != 0 && s.t-from >= settle.Milliseconds() {
+			return from, true
 		}
 	}
 	return 0, false

@@ -163,7 +163,7 @@ func (c *cluster) runPhase(name string, inject func(*phase)) row {
 			at = max(at, t)
 		}
 		for _, slot := range p.backSubs {
-			t, ok := c.firstReceive(slot, p.end)
+			t, ok := c.steadyReceive(slot, p.end, time.Second)
 			if !ok {
 				return false
 			}

@@ -261,6 +261,6 @@ func markdown(rows []row, m mode) string {
 		"longest stall = longest time the requester with retry got no answer; recovery = time from the end of " +
 		"the fault (for a SIGKILL or a lost host: the moment it struck) until that requester runs at half its " +
 		"normal rate again and every component that came back or replaced one (responder, subscriber, " +
-		"requester) is served again.\n")
+		"requester) is served again (a subscriber: receiving events in every 100 ms sample for 1 s).\n")
 	return b.String()
 }
