@@ -463,7 +463,11 @@ func (n *Node) readLoop(c *conn) {
 		var err error
 		f, err = c.r.Next()
 		if err != nil {
-			if !c.goingAway.Load() && !n.closing.Load() && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+			switch {
+			case errors.Is(err, wire.ErrMalformed) || errors.Is(err, wire.ErrFrameTooLarge) || errors.Is(err, wire.ErrVersion):
+				// Bad input from the peer: worth an operator's attention.
+				n.log.Warn("closing data connection: bad frame", "peer", c.peer, "reason", err)
+			case !c.goingAway.Load() && !n.closing.Load() && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed):
 				n.log.Info("data connection closed", "peer", c.peer, "reason", err)
 			}
 			return
@@ -500,7 +504,7 @@ func (n *Node) dispatch(c *conn, f *wire.Frame) bool {
 		c.w.Post(wire.KindPong, &wire.Header{Seq: f.Header.Seq}, nil)
 	case wire.KindPong:
 	default:
-		n.log.Info("closing data connection: unexpected frame", "peer", c.peer, "kind", f.Kind.String())
+		n.log.Warn("closing data connection: unexpected frame", "peer", c.peer, "kind", f.Kind.String())
 		return false
 	}
 	return true

@@ -63,7 +63,7 @@ func (d *delegate) NotifyMsg(b []byte) {
 	}
 	var st nodeState
 	if err := msgpack.Unmarshal(b[1:], &st); err != nil {
-		n.log.Info("gossip: malformed catalogue state", "err", err)
+		n.log.Warn("gossip: malformed catalogue state", "err", err)
 		return
 	}
 	if n.mergeStates([]nodeState{st}) > 0 && len(b) <= gossipLimit {
@@ -106,7 +106,7 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 	}
 	var all []nodeState
 	if err := msgpack.Unmarshal(buf[1:], &all); err != nil {
-		n.log.Info("gossip: malformed catalogue push/pull", "err", err)
+		n.log.Warn("gossip: malformed catalogue push/pull", "err", err)
 		return
 	}
 	if len(all) > maxStatesPerPull {

@@ -463,6 +463,38 @@ func TestHostileStallAfterHandshake(t *testing.T) {
 	v.check(t)
 }
 
+// TestHostileBadFrameAfterHandshake: a peer that completed the handshake
+// and then sends a frame that cannot be read is cut off, and the reason is
+// logged at warning level (a port scan's refused handshakes are only Info).
+func TestHostileBadFrameAfterHandshake(t *testing.T) {
+	v := newVictim(t)
+	c, err := net.Dial("tcp", v.n.DataAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write(hello(t, "intruder-bad-frame"))
+	r := wire.NewReader(c, 0)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if f, err := r.Next(); err != nil || f.Kind != wire.KindHelloAck {
+		t.Fatalf("handshake: %v %v", f.Kind, err)
+	}
+	c.SetReadDeadline(time.Time{})
+	c.Write([]byte{0xff, 0xff, 0xff, 0xf0, wire.Version, byte(wire.KindEvent)})
+	closedWithin(t, c, 5*time.Second)
+	line := v.log.waitLog(t, 2*time.Second, "bad frame", "frame too large")
+	if !strings.Contains(line, "level=WARN") {
+		t.Errorf("logged %q, want a warning", line)
+	}
+	meshtest.Eventually(t, 5*time.Second, func() error {
+		if v.ok.Load() == 0 {
+			return errors.New("the healthy requester has no answer yet")
+		}
+		return nil
+	})
+	v.check(t)
+}
+
 func openFDs(t *testing.T) int {
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
