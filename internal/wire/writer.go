@@ -211,13 +211,22 @@ func (w *Writer) release(async bool) {
 		w.mu.Unlock()
 		return
 	}
-	w.flushing = true
 	if async {
+		w.flushHeldLocked()
 		w.mu.Unlock()
-		go w.flushBackground()
 		return
 	}
+	w.flushing = true
 	w.flushLocked(flushRounds)
+}
+
+// flushHeldLocked starts a background flush of frames that wait with no
+// flusher (held back by holds), if there are any.
+func (w *Writer) flushHeldLocked() {
+	if !w.flushing && len(w.pending) > 0 {
+		w.flushing = true
+		go w.flushBackground()
+	}
 }
 
 // Post queues one frame like WriteFrame but never blocks: it does not wait
@@ -349,11 +358,7 @@ func (w *Writer) errLocked() error {
 // Writer that is only closed flushes cleanly).
 func (w *Writer) Flush(ctx context.Context) error {
 	w.mu.Lock()
-	if !w.flushing && len(w.pending) > 0 {
-		// Held back by holds: write it now.
-		w.flushing = true
-		go w.flushBackground()
-	}
+	w.flushHeldLocked()
 	target := w.swaps
 	if len(w.pending) > 0 {
 		target++ // the batch that will take what is pending now
@@ -379,11 +384,7 @@ func (w *Writer) Flush(ctx context.Context) error {
 func (w *Writer) Close() error {
 	w.mu.Lock()
 	w.closed = true
-	if !w.flushing && len(w.pending) > 0 {
-		// Held back by holds: it was queued, so it is written.
-		w.flushing = true
-		go w.flushBackground()
-	}
+	w.flushHeldLocked() // queued, so written
 	w.notifyLocked()
 	w.mu.Unlock()
 	return nil
