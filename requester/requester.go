@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -36,9 +37,8 @@ type Requester struct {
 	seq     uint64
 	closed  bool
 
-	cacheMu  sync.RWMutex
-	cacheGen uint64
-	cache    map[routeKey]*routeEntry
+	cacheMu sync.Mutex                 // serializes updates of cache
+	cache   atomic.Pointer[routeCache] // read without a lock on every Send
 
 	kick chan struct{}
 	ctx  context.Context
@@ -54,6 +54,15 @@ type tkey struct {
 }
 
 type routeKey struct{ typ, subset string }
+
+// routeCache is an immutable snapshot of the routes computed for one
+// catalogue generation; a new entry replaces the whole snapshot.
+type routeCache struct {
+	gen uint64
+	m   map[routeKey]*routeEntry
+}
+
+const maxCachedRoutes = 1024
 
 type routeEntry struct {
 	targets []Target
@@ -137,7 +146,6 @@ func New(name string, opts ...Option) (*Requester, error) {
 		bal:     cfg.balancer,
 		calls:   map[uint64]*call{},
 		pending: map[tkey]int{},
-		cache:   map[routeKey]*routeEntry{},
 		kick:    make(chan struct{}, 1),
 	}
 	_, rr := cfg.balancer.(*roundRobin)
@@ -252,7 +260,7 @@ func (r *Requester) finish(c *call, reply any) error {
 			return nil
 		}
 		if err := codec.Unmarshal(res.payload, reply); err != nil {
-			return fmt.Errorf("%w: %q from %s: %v", ErrDecode, c.typ, c.target.node, err)
+			return fmt.Errorf("%w: %q from %s: %w", ErrDecode, c.typ, c.target.node, err)
 		}
 		return nil
 	case wire.StatusError:
@@ -266,14 +274,11 @@ func (r *Requester) finish(c *call, reply any) error {
 // routes returns the eligible targets for (typ, subset) in view v.
 func (r *Requester) routes(v *mesh.View, typ, subset string) *routeEntry {
 	k := routeKey{typ, subset}
-	r.cacheMu.RLock()
-	if r.cacheGen == v.Gen {
-		if e, ok := r.cache[k]; ok {
-			r.cacheMu.RUnlock()
+	if rc := r.cache.Load(); rc != nil && rc.gen == v.Gen {
+		if e, ok := rc.m[k]; ok {
 			return e
 		}
 	}
-	r.cacheMu.RUnlock()
 	e := &routeEntry{}
 	for i := range v.Components {
 		c := &v.Components[i]
@@ -291,11 +296,16 @@ func (r *Requester) routes(v *mesh.View, typ, subset string) *routeEntry {
 		e.targets = append(e.targets, Target{Node: c.Node, Component: c.ID, Subset: c.Subset})
 	}
 	r.cacheMu.Lock()
-	if r.cacheGen != v.Gen || len(r.cache) > 1024 {
-		r.cache = map[routeKey]*routeEntry{}
-		r.cacheGen = v.Gen
+	next := &routeCache{gen: v.Gen}
+	if rc := r.cache.Load(); rc != nil && rc.gen == v.Gen && len(rc.m) < maxCachedRoutes {
+		next.m = maps.Clone(rc.m)
+	} else {
+		next.m = make(map[routeKey]*routeEntry, 1)
 	}
-	r.cache[k] = e
+	next.m[k] = e
+	if rc := r.cache.Load(); rc == nil || rc.gen <= v.Gen {
+		r.cache.Store(next) // never replace a newer generation with an older one
+	}
 	r.cacheMu.Unlock()
 	return e
 }
