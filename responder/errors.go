@@ -12,6 +12,9 @@ var (
 	ErrInvalidConfig = errors.New("responder: invalid configuration")
 	// ErrInvalidType reports a malformed request type or pattern given to On.
 	ErrInvalidType = errors.New("responder: invalid request type")
+	// ErrDecode reports a request payload that does not decode into the
+	// value given to Request.Decode.
+	ErrDecode = errors.New("responder: cannot decode request")
 )
 
 // Error is an error a handler returns to give the caller a machine-readable

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -40,5 +41,25 @@ func TestOnRejectsBadPatterns(t *testing.T) {
 			}()
 			r.On(p, func(_ context.Context, _ *Request) (any, error) { return nil, nil })
 		}()
+	}
+}
+
+func TestRequestDecodeErrorWrapsErrDecode(t *testing.T) {
+	var s struct{ N int }
+	req := &Request{Type: "card.validate", payload: []byte{0xa3, 'a', 'b', 'c'}} // msgpack "abc"
+	err := req.Decode(&s)
+	if !errors.Is(err, ErrDecode) {
+		t.Fatalf("Decode(string into struct) = %v, want ErrDecode", err)
+	}
+	if want := `"card.validate"`; !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not name the type %s", err, want)
+	}
+	var truncated int
+	if err := (&Request{Type: "t", payload: []byte{0xcd, 0x01}}).Decode(&truncated); !errors.Is(err, ErrDecode) {
+		t.Fatalf("Decode(truncated uint16) = %v, want ErrDecode", err)
+	}
+	var n int
+	if err := (&Request{Type: "t", payload: []byte{0x07}}).Decode(&n); err != nil || n != 7 {
+		t.Fatalf("Decode(7) = %d, %v", n, err)
 	}
 }

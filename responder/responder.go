@@ -32,8 +32,14 @@ type Request struct {
 	payload []byte
 }
 
-// Decode decodes the request's payload into v, a pointer.
-func (r *Request) Decode(v any) error { return codec.Unmarshal(r.payload, v) }
+// Decode decodes the request's payload into v, a pointer. A payload that
+// does not decode into v gives an error wrapping ErrDecode.
+func (r *Request) Decode(v any) error {
+	if err := codec.Unmarshal(r.payload, v); err != nil {
+		return fmt.Errorf("%w %q: %w", ErrDecode, r.Type, err)
+	}
+	return nil
+}
 
 // Payload returns the raw msgpack payload.
 func (r *Request) Payload() []byte { return r.payload }

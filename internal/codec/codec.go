@@ -111,7 +111,7 @@ func Unmarshal(data []byte, v any) error {
 	d.r.Reset(nil)
 	decPool.Put(d)
 	if err != nil {
-		return fmt.Errorf("%w into %T: %v", ErrDecode, v, err)
+		return fmt.Errorf("%w into %T: %w", ErrDecode, v, err)
 	}
 	return nil
 }
