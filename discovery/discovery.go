@@ -6,11 +6,17 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 )
 
 // DefaultPort is memberlist's conventional gossip port. It is used for seeds
 // and DNS names given without a port.
 const DefaultPort = 7946
+
+// maxReportInterval bounds the intervals between a discoverer's reports,
+// well below the 10 minutes after which a mesh node forgets an address no
+// longer reported.
+const maxReportInterval = 5 * time.Minute
 
 // Errors returned by this package. Errors are wrapped with %w, so test them
 // with errors.Is.
@@ -45,6 +51,12 @@ type Self struct {
 // called after Run returns. The discoverers of this package never call found
 // concurrently with itself, but callers of arbitrary Discoverers should not
 // rely on that.
+//
+// A Discoverer should report the addresses it still knows again from time
+// to time, as those of this package do (Static every 30 s, DNS at each
+// lookup, MDNS at each browse): a mesh node forgets an address that is not
+// a member and that no discoverer has reported for 10 minutes, so that it
+// stops dialling nodes that are gone (a pod replaced behind a DNS name).
 type Discoverer interface {
 	Run(ctx context.Context, self Self, found func(addrs []string)) error
 	// String is a short human description for logs, e.g. "mdns on eth0",

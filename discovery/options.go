@@ -76,7 +76,8 @@ func WithDomain(d string) MDNSOption {
 // WithBrowseInterval sets a fixed interval between mDNS queries. By default
 // MDNS queries every 2 s for the first 10 s (fast first contact) and every
 // 10 s afterwards (low steady traffic). Values below 100 ms are raised to
-// 100 ms; d <= 0 keeps the default schedule.
+// 100 ms and values above 5 minutes lowered to 5 minutes; d <= 0 keeps the
+// default schedule.
 func WithBrowseInterval(d time.Duration) MDNSOption {
 	return mdnsOptionFunc(func(c *mdnsConfig) {
 		switch {
@@ -84,6 +85,8 @@ func WithBrowseInterval(d time.Duration) MDNSOption {
 			c.browse = 0
 		case d < minBrowseInterval:
 			c.browse = minBrowseInterval
+		case d > maxReportInterval:
+			c.browse = maxReportInterval
 		default:
 			c.browse = d
 		}
@@ -91,11 +94,13 @@ func WithBrowseInterval(d time.Duration) MDNSOption {
 }
 
 // WithInterval sets how often DNS re-resolves its name (default 5 s);
-// d <= 0 keeps the default.
+// d <= 0 keeps the default, and values above 5 minutes are lowered to 5
+// minutes (addresses must be re-reported for a mesh node to keep them:
+// see Discoverer).
 func WithInterval(d time.Duration) DNSOption {
 	return dnsOptionFunc(func(c *dnsConfig) {
 		if d > 0 {
-			c.interval = d
+			c.interval = min(d, maxReportInterval)
 		}
 	})
 }

@@ -78,6 +78,7 @@ type candidate struct {
 	next     time.Time
 	backoff  time.Duration
 	inFlight bool
+	seen     time.Time // last reported by discovery, or last seen a member
 }
 
 // New creates a node and starts finding peers in the background. With no
@@ -486,14 +487,17 @@ func (n *Node) startDiscovery() {
 // found records addresses a discoverer reported.
 func (n *Node) found(addrs []string) {
 	self := n.Addr()
+	now := time.Now()
 	n.joinMu.Lock()
 	added := false
 	for _, a := range addrs {
 		if a == self || a == "" {
 			continue
 		}
-		if _, ok := n.candidates[a]; !ok {
-			n.candidates[a] = &candidate{backoff: 250 * time.Millisecond}
+		if c, ok := n.candidates[a]; ok {
+			c.seen = now
+		} else {
+			n.candidates[a] = &candidate{backoff: 250 * time.Millisecond, seen: now}
 			added = true
 		}
 	}
@@ -507,7 +511,11 @@ func (n *Node) found(addrs []string) {
 }
 
 // joinLoop joins candidates that are not members yet, with per-address
-// backoff, for the node's whole life (so a partitioned node rejoins).
+// backoff, for the node's whole life (so a partitioned node rejoins). A
+// candidate that is not a member and that discovery has not reported for
+// cfg.candidateTTL is forgotten: discoverers re-report live addresses, so
+// the addresses of nodes that left (pods replaced behind a DNS name, mDNS
+// announcements gone) are not dialled forever.
 func (n *Node) joinLoop() {
 	defer n.wg.Done()
 	t := time.NewTimer(0)
@@ -536,6 +544,12 @@ func (n *Node) joinLoop() {
 				// the rejoin after a partition heals by up to joinMax.
 				c.backoff = 250 * time.Millisecond
 				c.next = time.Time{}
+				c.seen = now
+				continue
+			}
+			if now.Sub(c.seen) > n.cfg.candidateTTL {
+				delete(n.candidates, addr)
+				n.log.Debug("forgetting an address discovery no longer reports", "addr", addr)
 				continue
 			}
 			if now.Before(c.next) {

@@ -55,6 +55,9 @@ type config struct {
 	gossip     func(*memberlist.Config)
 	noPeerWarn time.Duration
 	joinMax    time.Duration
+	// candidateTTL is how long a discovered address that is not a member
+	// stays a join candidate after discovery last reported it.
+	candidateTTL time.Duration
 	// from names the variable a setting came from, for error messages ("" when
 	// it came from an option or the default).
 	from struct{ name, advertise, maxFrame string }
@@ -80,6 +83,10 @@ func defaults() config {
 		maxFrame:   wire.DefaultMaxFrame,
 		noPeerWarn: 5 * time.Second,
 		joinMax:    10 * time.Second,
+		// Far longer than any discoverer's re-report interval (Static: 30 s,
+		// DNS: 5 s by default, mDNS: 10 s), so only addresses discovery has
+		// stopped reporting (a pod gone from a headless Service) expire.
+		candidateTTL: 10 * time.Minute,
 	}
 	if testing.Testing() {
 		// Test binaries must never gossip or multicast beyond loopback by
