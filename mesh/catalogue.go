@@ -67,8 +67,9 @@ type Component struct {
 	Subset      string   `msgpack:"b,omitempty"` // responders: their subset
 	Group       string   `msgpack:"g,omitempty"` // subscribers: their queue group
 	State       State    `msgpack:"t,omitempty"`
-	Buffer      int      `msgpack:"f,omitempty"` // subscribers: events they buffer (the flow-control window)
-	DropFull    bool     `msgpack:"d,omitempty"` // subscribers: drop rather than wait when the buffer is full
+	Buffer      int      `msgpack:"f,omitempty"`  // subscribers: events they buffer (the flow-control window)
+	BufferBytes int64    `msgpack:"fb,omitempty"` // subscribers: bytes of events they buffer (0: no byte bound)
+	DropFull    bool     `msgpack:"d,omitempty"`  // subscribers: drop rather than wait when the buffer is full
 }
 
 // Peers reports whether c and o may talk: same environment, key and namespace.
@@ -104,7 +105,7 @@ func (c *Component) equal(o *Component) bool {
 	return c.Node == o.Node && c.Addr == o.Addr && c.ID == o.ID && c.Kind == o.Kind && c.Name == o.Name &&
 		c.Environment == o.Environment && c.Key == o.Key && c.Namespace == o.Namespace &&
 		slices.Equal(c.Handles, o.Handles) && c.Subset == o.Subset && c.Group == o.Group &&
-		c.State == o.State && c.Buffer == o.Buffer && c.DropFull == o.DropFull
+		c.State == o.State && c.Buffer == o.Buffer && c.BufferBytes == o.BufferBytes && c.DropFull == o.DropFull
 }
 
 // nodeState is what one node publishes about itself: its data address and

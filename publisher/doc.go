@@ -27,7 +27,8 @@
 // # Back-pressure
 //
 // Each subscriber buffers a bounded number of events per publisher
-// (subscriber.WithBuffer) and returns credits as its handlers finish them.
+// (subscriber.WithBuffer), bounded in bytes too (subscriber.WithBufferBytes),
+// and returns credits as its handlers finish them.
 // When a subscriber's buffer is full, Publish waits for room (after sending
 // the event to everyone else), until its ctx ends; a subscriber created with
 // subscriber.WithDropWhenFull loses the event instead, counted in

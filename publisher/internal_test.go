@@ -67,13 +67,89 @@ func TestPeerDownResetsWindow(t *testing.T) {
 		tg = x
 	}
 	p.smu.Unlock()
-	if got := tg.credits.Load(); got != 3 {
+	if got, _ := unpackCredits(tg.credits.Load()); got != 3 {
 		t.Errorf("credits %d after reset and one event, want 3", got)
 	}
 	// Stale or hostile credit frames never raise the window past its size.
 	h.HandleFrame(nodes[1].ID(), &wire.Frame{Kind: wire.KindCredit, Header: wire.Header{From: tg.key.id, Seq: 1 << 40}})
-	if got := tg.credits.Load(); got != 4 {
+	if got, _ := unpackCredits(tg.credits.Load()); got != 4 {
 		t.Errorf("credits %d after a huge credit frame, want the window of 4", got)
 	}
 	h.HandleFrame("stranger", &wire.Frame{Kind: wire.KindCredit, Header: wire.Header{From: 99, Seq: 1}}) // ignored
+}
+
+// Event and byte credits: both bound what is outstanding, an event larger
+// than the byte window still goes once at most half of it is outstanding,
+// and no credit frame raises either past its window.
+func TestTargetByteCredits(t *testing.T) {
+	tg := &target{window: 4, byteWindow: 100}
+	tg.reset()
+	credits := func() (int64, int64) { return unpackCredits(tg.credits.Load()) }
+	for i := range 3 {
+		if !tg.take(30) {
+			t.Fatalf("take(30) #%d refused", i+1)
+		}
+	}
+	if ev, by := credits(); ev != 1 || by != 10 {
+		t.Fatalf("credits %d events, %d bytes after 3 x 30 bytes; want 1, 10", ev, by)
+	}
+	if tg.take(30) {
+		t.Fatal("take(30) granted with 10 byte credits")
+	}
+	if !tg.take(10) {
+		t.Fatal("take(10) refused with 1 event and 10 byte credits")
+	}
+	if tg.take(0) {
+		t.Fatal("take granted with no event credit")
+	}
+	tg.give(4, 100)
+	if ev, by := credits(); ev != 4 || by != 100 {
+		t.Fatalf("credits %d, %d after all returned; want 4, 100", ev, by)
+	}
+
+	// Larger than the window: allowed while at least half the window is free.
+	if !tg.take(500) {
+		t.Fatal("an event larger than the byte window was refused with nothing outstanding")
+	}
+	if ev, by := credits(); ev != 3 || by != -400 {
+		t.Fatalf("credits %d, %d after a 500-byte event; want 3, -400", ev, by)
+	}
+	if tg.take(1) {
+		t.Fatal("take(1) granted while 500 bytes are outstanding of 100")
+	}
+	tg.give(1, 500)
+	if !tg.take(60) || tg.take(60) {
+		t.Fatal("want exactly one 60-byte event granted (the second needs 50 free bytes, 40 are)")
+	}
+	tg.give(1<<40, 1<<40) // hostile: clamped
+	if ev, by := credits(); ev != 4 || by != 100 {
+		t.Fatalf("credits %d, %d after a huge credit frame; want 4, 100", ev, by)
+	}
+	tg.give(-5, -5) // ignored
+	if ev, by := credits(); ev != 4 || by != 100 {
+		t.Fatalf("credits %d, %d after a negative credit; want 4, 100", ev, by)
+	}
+
+	// Without a byte window only events count.
+	nb := &target{window: 2}
+	nb.reset()
+	if !nb.take(1<<30) || !nb.take(1<<30) || nb.take(1) {
+		t.Fatal("without a byte window, want exactly 2 events of any size")
+	}
+	nb.give(2, 1<<30)
+	if ev, _ := unpackCredits(nb.credits.Load()); ev != 2 {
+		t.Fatalf("%d event credits after return, want 2", ev)
+	}
+	// The widest windows still pack.
+	w := &target{window: maxWindow, byteWindow: maxByteWindow}
+	w.reset()
+	if ev, by := unpackCredits(w.credits.Load()); ev != maxWindow || by != maxByteWindow {
+		t.Fatalf("widest windows unpack as %d, %d", ev, by)
+	}
+	if !w.take(16 << 20) {
+		t.Fatal("take refused on the widest windows")
+	}
+	if ev, by := unpackCredits(w.credits.Load()); ev != maxWindow-1 || by != maxByteWindow-16<<20 {
+		t.Fatalf("widest windows after one event: %d, %d", ev, by)
+	}
 }

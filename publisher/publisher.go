@@ -134,48 +134,97 @@ func (r *route) group(name string) *group {
 }
 
 // target is the flow-control state of one subscriber: the credits this
-// publisher may still spend on it. Every event sent takes one; the
-// subscriber returns them as it handles events.
+// publisher may still spend on it. Every event sent takes one event credit
+// and, when the subscriber bounds its buffer in bytes, its size in byte
+// credits; the subscriber returns them as it handles events.
 type target struct {
-	key      subKey
-	window   int64
-	postMax  int // largest payload queued without back-pressure
-	dropFull bool
-	credits  atomic.Int64
-	gone     atomic.Bool
-	seen     uint64 // view generation that last listed it; guarded by Publisher.smu
+	key        subKey
+	window     int64 // event credits when none are outstanding
+	byteWindow int64 // byte credits when none are outstanding; 0 = no byte bound
+	postMax    int   // largest payload queued without back-pressure
+	dropFull   bool
+	credits    atomic.Uint64 // packed: see packCredits
+	gone       atomic.Bool
+	seen       uint64 // view generation that last listed it; guarded by Publisher.smu
 }
 
-func (t *target) take() bool {
+// Event and byte credits share one word, so one compare-and-swap takes
+// both: the event credits in the top 25 bits (maxWindow is 1<<24), the
+// byte credits, which may go below zero, in the low 39 bits offset by
+// byteBias (maxByteWindow is far below byteBias, and an event is at most a
+// frame, far less than byteBias, so the field never overflows).
+const (
+	byteBits      = 39
+	byteMask      = 1<<byteBits - 1
+	byteBias      = 1 << (byteBits - 1)
+	maxByteWindow = 1 << 37
+)
+
+func packCredits(events, bytes int64) uint64 {
+	return uint64(events)<<byteBits | uint64(bytes+byteBias)&byteMask
+}
+
+func unpackCredits(c uint64) (events, bytes int64) {
+	return int64(c >> byteBits), int64(c&byteMask) - byteBias
+}
+
+// reset gives t its whole window: nothing is outstanding.
+func (t *target) reset() { t.credits.Store(packCredits(t.window, t.byteWindow)) }
+
+// take spends the credits of an event of size bytes, if t has them: one
+// event credit, and with a byte window, byte credits of at least the
+// event's size or half the window, whichever is less. So an event larger
+// than the window still goes (once at most half the window is
+// outstanding), and at most max(window, window/2 + the event) bytes are
+// ever outstanding.
+func (t *target) take(size int) bool {
+	n := int64(size)
 	for {
 		c := t.credits.Load()
-		if c <= 0 {
+		ev, by := unpackCredits(c)
+		if ev <= 0 {
 			return false
 		}
-		if t.credits.CompareAndSwap(c, c-1) {
+		if t.byteWindow > 0 {
+			if by < min(n, t.byteWindow/2) {
+				return false
+			}
+			by -= n
+		}
+		if t.credits.CompareAndSwap(c, packCredits(ev-1, by)) {
 			return true
 		}
 	}
 }
 
-// give returns n credits, never beyond the window.
-func (t *target) give(n int64) {
+// give returns credits of events and bytes, never beyond the windows.
+func (t *target) give(events, bytes int64) {
 	for {
 		c := t.credits.Load()
-		nc := min(c+n, t.window)
-		if nc <= c || t.credits.CompareAndSwap(c, nc) {
+		ev, by := unpackCredits(c)
+		nev := min(ev+max(events, 0), t.window)
+		nby := by
+		if t.byteWindow > 0 {
+			nby = min(by+max(bytes, 0), t.byteWindow)
+		}
+		nc := packCredits(nev, nby)
+		if nc == c || t.credits.CompareAndSwap(c, nc) {
 			return
 		}
 	}
 }
 
+// eventSize is what an event costs in byte credits, as the subscriber
+// counts it: its payload and its topic.
+func eventSize(topic string, body []byte) int { return len(topic) + len(body) }
+
 // pickReady takes a credit from the next group member in round-robin order
 // that has one, or returns nil.
-func (g *group) pickReady() *target {
+func (g *group) pickReady(size int) *target {
 	n := uint64(len(g.members))
 	start := g.rr.Add(1) - 1
 	for i := range n {
-		if t := g.members[(start+i)%n]; t.take() {
+		if t := g.members[(start+i)%n]; t.take(size) {
 			return t
 		}
 	}
@@ -266,6 +315,7 @@ func (p *Publisher) Publish(ctx context.Context, topic string, payload any) erro
 		return nil
 	}
 	body := buf.Bytes()
+	size := eventSize(topic, body)
 
 	// Subscribers with room get the event at once; those without are waited
 	// for afterwards, so a full one does not hold up the others.
@@ -274,7 +324,7 @@ func (p *Publisher) Publish(ctx context.Context, topic string, payload any) erro
 	ws, wg := waitSolo[:0], waitGroups[:0]
 	for _, t := range r.solo {
 		switch {
-		case t.take():
+		case t.take(size):
 			if err := p.sendTo(ctx, t, topic, body); err != nil {
 				return err
 			}
@@ -286,7 +336,7 @@ func (p *Publisher) Publish(ctx context.Context, topic string, payload any) erro
 	}
 	for i := range r.groups {
 		g := &r.groups[i]
-		if t := g.pickReady(); t != nil {
+		if t := g.pickReady(size); t != nil {
 			if err := p.sendTo(ctx, t, topic, body); err != nil {
 				return err
 			}
@@ -331,7 +381,7 @@ func (p *Publisher) sendTo(ctx context.Context, t *target, topic string, body []
 		p.delivered.Add(1)
 		return nil
 	}
-	t.give(1)
+	t.give(1, int64(eventSize(topic, body)))
 	p.notify()
 	switch {
 	case errors.Is(err, mesh.ErrClosed) && p.closed.Load():
@@ -349,7 +399,8 @@ func (p *Publisher) sendTo(ctx context.Context, t *target, topic string, body []
 // given up and counted as failed.
 func (p *Publisher) waitSolo(ctx context.Context, topic string, t *target, body []byte) error {
 	for {
-		ok, err := p.await(ctx, topic, t.take)
+		size := eventSize(topic, body)
+		ok, err := p.await(ctx, topic, func() bool { return t.take(size) })
 		if err != nil {
 			return err
 		}
@@ -381,7 +432,8 @@ func (p *Publisher) waitGroup(ctx context.Context, topic, name string, body []by
 			return nil
 		}
 		var picked *target
-		ok, err := p.await(ctx, topic, func() bool { picked = g.pickReady(); return picked != nil })
+		size := eventSize(topic, body)
+		ok, err := p.await(ctx, topic, func() bool { picked = g.pickReady(size); return picked != nil })
 		if err != nil {
 			return err
 		}
@@ -486,8 +538,9 @@ func (p *Publisher) rebuildLocked(v *mesh.View) {
 				w = defaultWindow
 			}
 			w = min(w, maxWindow)
-			t = &target{key: k, window: w, postMax: int(postBudget / w), dropFull: c.DropFull}
-			t.credits.Store(t.window)
+			t = &target{key: k, window: w, byteWindow: min(max(c.BufferBytes, 0), maxByteWindow),
+				postMax: int(postBudget / w), dropFull: c.DropFull}
+			t.reset()
 			p.subs[k] = t
 		}
 		t.seen = v.Gen
@@ -579,7 +632,8 @@ func (h *handler) HandleFrame(from string, f *wire.Frame) {
 	if t == nil {
 		return
 	}
-	t.give(int64(min(f.Header.Seq, uint64(t.window))))
+	// Seq carries the events credited, Deadline their bytes.
+	t.give(int64(min(f.Header.Seq, uint64(t.window))), min(f.Header.Deadline, maxByteWindow))
 	p.notify()
 }
 
@@ -590,7 +644,7 @@ func (h *handler) PeerDown(node string) {
 	p.smu.Lock()
 	for k, t := range p.subs {
 		if k.node == node {
-			t.credits.Store(t.window)
+			t.reset()
 		}
 	}
 	p.smu.Unlock()

@@ -34,10 +34,13 @@
 // order. Handlers never run on the network read loop, and a handler that
 // panics is recovered and logged, and the subscriber keeps going.
 //
-// Each publisher may have at most WithBuffer events (default 4096)
-// outstanding at a subscriber. When they are all waiting, that publisher's
+// Each publisher may have at most WithBuffer events (default 4096), and
+// WithBufferBytes bytes of them (default 64 MiB, payloads and topics),
+// outstanding at a subscriber. When either is reached, that publisher's
 // Publish waits for room, or, with WithDropWhenFull, drops the event and
-// counts it, so a slow subscriber never makes memory grow without bound.
+// counts it, so a slow subscriber never makes memory grow without bound,
+// whatever the size of the events. An event larger than the byte bound
+// still gets through, once at most half the bound waits.
 //
 // Delivery is at most once: events published before a subscriber appears in
 // a publisher's catalogue, or while it is gone, are not received.

@@ -15,6 +15,7 @@ type config struct {
 	namespace string
 	group     string
 	buffer    int
+	bufBytes  int64
 	dropFull  bool
 	logger    *slog.Logger
 }
@@ -29,6 +30,15 @@ const DefaultBuffer = 4096
 
 // MaxBuffer is the largest buffer WithBuffer accepts.
 const MaxBuffer = 1 << 20
+
+// DefaultBufferBytes bounds the bytes (payloads and topics) of the events
+// a subscriber buffers per publisher unless WithBufferBytes says otherwise:
+// DefaultBuffer small events fit many times over, while 4096 events of a
+// few megabytes each would not.
+const DefaultBufferBytes = 64 << 20
+
+// MaxBufferBytes is the largest byte bound WithBufferBytes accepts.
+const MaxBufferBytes = 1 << 37
 
 // WithMesh sets the node to register on (default: mesh.Default()).
 func WithMesh(n *mesh.Node) Option { return func(c *config) { c.node = n } }
@@ -53,6 +63,14 @@ func WithGroup(name string) Option { return func(c *config) { c.group = name } }
 // WithDropWhenFull, so a slow subscriber never makes memory grow without
 // bound.
 func WithBuffer(n int) Option { return func(c *config) { c.buffer = n } }
+
+// WithBufferBytes bounds the bytes of the events from one publisher that
+// may wait for this subscriber's handlers (default DefaultBufferBytes, at
+// most MaxBufferBytes), counting payloads and topics. Whichever of this
+// and WithBuffer is reached first makes the publisher wait (or drop, with
+// WithDropWhenFull). An event larger than n still gets through, once at
+// most n/2 bytes wait: the buffer then holds at most n/2 plus that event.
+func WithBufferBytes(n int64) Option { return func(c *config) { c.bufBytes = n } }
 
 // WithDropWhenFull makes publishers drop events for this subscriber while
 // its buffer is full, instead of waiting for room. The drops are counted in

@@ -10,19 +10,24 @@ import (
 
 // Flow control
 //
-// Each publisher may have at most Buffer events outstanding at this
-// subscriber: it starts with that many credits (the Buffer advertised in
-// the catalogue), spends one per event, and waits (or drops) when it has
-// none. The delivery goroutine returns credits with credit frames once it
-// has handled the events: every Buffer/4 events from a publisher, and when
-// the queue runs empty. Memory is therefore bounded by Buffer events per
+// Each publisher may have at most Buffer events, and about BufferBytes
+// bytes (payloads and topics), outstanding at this subscriber: it starts
+// with those credits (the Buffer and BufferBytes advertised in the
+// catalogue), spends one event credit and the event's size in byte credits
+// per event, and waits (or drops) when it lacks either. An event larger
+// than the byte window still goes once at most half of it is outstanding
+// (see publisher's target.take). The delivery goroutine returns credits
+// with credit frames (Seq: events, Deadline: their bytes) once it has
+// handled the events: every Buffer/4 events or BufferBytes/4 bytes from a
+// publisher, and when the queue runs empty. Memory is therefore bounded per
 // publisher, end to end, however slow the handlers are.
 //
 // When a connection to a publisher's node is lost, the publisher resets its
 // window (the events in flight will never be acknowledged), and this side
 // forgives the credits of the events it still holds from that publisher, so
-// the window stays exact. Arrivals beyond twice the window (only a
-// misbehaving publisher causes them) are dropped and counted.
+// the window stays exact. Arrivals beyond twice the window, in events or in
+// bytes (only a misbehaving publisher causes them), are dropped and
+// counted.
 
 // event is one buffered event; its payload is batch.buf[off:end].
 type event struct {
@@ -69,9 +74,12 @@ type pubState struct {
 	// Guarded by queue.qmu.
 	queued  int // events received and not yet credited back
 	forgive int // credits not to return: their events predate a lost connection
+	// The same in bytes.
+	queuedBytes, forgiveBytes int64
 	// Owned by the delivery goroutine.
-	owed   int  // events handled and not yet credited back
-	listed bool // in the delivery goroutine's owed list
+	owed      int   // events handled and not yet credited back
+	owedBytes int64 // their bytes
+	listed    bool  // in the delivery goroutine's owed list
 }
 
 type queue struct {
@@ -141,7 +149,7 @@ func (q *queue) pubLocked(node string, id uint64) *pubState {
 // every node when node is ""): their state is all zero, so nothing is lost.
 func (q *queue) sweepLocked(node string) {
 	for k, ps := range q.pubs {
-		if ps.queued == 0 && (node == "" || k.node == node) {
+		if ps.queued == 0 && ps.queuedBytes == 0 && (node == "" || k.node == node) {
 			delete(q.pubs, k)
 		}
 	}
@@ -166,12 +174,13 @@ func (h *handler) HandleFrame(from string, f *wire.Frame) {
 		return
 	}
 	ps := s.pubLocked(from, f.Header.From)
-	if ps.queued >= s.hardLimit {
+	if ps.queued >= s.hardLimit || ps.queuedBytes >= s.hardBytes {
 		s.overflow++
 		s.qmu.Unlock()
 		return
 	}
 	ps.queued++
+	ps.queuedBytes += int64(len(f.Header.Name) + len(f.Payload))
 	s.received++
 	b := s.in
 	off := len(b.buf)
@@ -191,7 +200,7 @@ func (h *handler) PeerDown(node string) {
 	s.qmu.Lock()
 	for k, ps := range s.pubs {
 		if k.node == node {
-			ps.forgive = ps.queued
+			ps.forgive, ps.forgiveBytes = ps.queued, ps.queuedBytes
 		}
 	}
 	s.sweepLocked(node)
@@ -218,7 +227,7 @@ func (s *Subscriber) run(port *mesh.Port) {
 				// Idle: return the credits before sleeping, so publishers
 				// start the next burst with their whole window.
 				s.qmu.Unlock()
-				owed = s.flushCredits(port, owed, s.idleCredits)
+				owed = s.flushCredits(port, owed, s.idleCredits, s.idleBytes)
 				s.qmu.Lock()
 				if len(s.in.evs) > 0 {
 					break
@@ -251,11 +260,12 @@ func (s *Subscriber) run(port *mesh.Port) {
 			}
 			ps := e.pub
 			ps.owed++
+			ps.owedBytes += int64(len(e.topic) + e.end - e.off)
 			if !ps.listed {
 				ps.listed = true
 				owed = append(owed, ps)
 			}
-			if ps.owed >= s.creditBatch {
+			if ps.owed >= s.creditBatch || ps.owedBytes >= s.byteBatch {
 				s.sendCredits(port, ps)
 			}
 		}
@@ -266,11 +276,14 @@ func (s *Subscriber) run(port *mesh.Port) {
 }
 
 // flushCredits returns the credits owed to each listed publisher when they
-// are at least least, and returns the list of publishers still owed.
-func (s *Subscriber) flushCredits(port *mesh.Port, owed []*pubState, least int) []*pubState {
+// are at least least events or leastBytes bytes, and returns the list of
+// publishers still owed. What it keeps back is far less than a window, so
+// a waiting publisher always has the credits for its next event (see
+// publisher's target.take).
+func (s *Subscriber) flushCredits(port *mesh.Port, owed []*pubState, least int, leastBytes int64) []*pubState {
 	out := owed[:0]
 	for _, ps := range owed {
-		if ps.owed >= least {
+		if ps.owed >= least || ps.owedBytes >= leastBytes {
 			s.sendCredits(port, ps)
 		}
 		if ps.owed > 0 {
@@ -286,17 +299,20 @@ func (s *Subscriber) flushCredits(port *mesh.Port, owed []*pubState, least int) 
 // sendCredits returns ps's owed credits to its publisher, less those
 // forgiven after a lost connection.
 func (s *Subscriber) sendCredits(port *mesh.Port, ps *pubState) {
-	n := ps.owed
-	ps.owed = 0
+	n, nb := ps.owed, ps.owedBytes
+	ps.owed, ps.owedBytes = 0, 0
 	s.qmu.Lock()
 	ps.queued -= n
-	f := min(ps.forgive, n)
+	ps.queuedBytes -= nb
+	f, fb := min(ps.forgive, n), min(ps.forgiveBytes, nb)
 	ps.forgive -= f
+	ps.forgiveBytes -= fb
 	s.qmu.Unlock()
 	if n -= f; n <= 0 {
 		return
 	}
-	h := wire.Header{To: ps.key.id, Seq: uint64(n)}
+	// Seq carries the events credited, Deadline their bytes.
+	h := wire.Header{To: ps.key.id, Seq: uint64(n), Deadline: nb - fb}
 	// Post queues the frame without a system call of our own; without a
 	// connection at hand, Send dials.
 	err := port.Post(ps.key.node, wire.KindCredit, &h, nil)

@@ -115,6 +115,8 @@ type Subscriber struct {
 	creditBatch int // credits returned per credit frame when busy
 	idleCredits int // least credits returned when the queue runs empty
 	hardLimit   int // events queued per publisher beyond which arrivals are dropped
+	// The same in bytes (payloads and topics) for the byte bound.
+	byteBatch, idleBytes, hardBytes int64
 
 	mu       sync.Mutex
 	port     *mesh.Port
@@ -138,12 +140,15 @@ type Subscriber struct {
 // New creates a subscriber named name (a label shown in the catalogue). It
 // appears in the catalogue, with its patterns, from its first On.
 func New(name string, opts ...Option) (*Subscriber, error) {
-	cfg := config{buffer: DefaultBuffer}
+	cfg := config{buffer: DefaultBuffer, bufBytes: DefaultBufferBytes}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	if cfg.buffer < 1 || cfg.buffer > MaxBuffer {
 		return nil, fmt.Errorf("%w: buffer %d must be between 1 and %d", ErrInvalidConfig, cfg.buffer, MaxBuffer)
+	}
+	if cfg.bufBytes < 1 || cfg.bufBytes > MaxBufferBytes {
+		return nil, fmt.Errorf("%w: buffer of %d bytes must be between 1 and %d", ErrInvalidConfig, cfg.bufBytes, int64(MaxBufferBytes))
 	}
 	if cfg.node == nil {
 		n, err := mesh.Default()
@@ -164,6 +169,9 @@ func New(name string, opts ...Option) (*Subscriber, error) {
 		creditBatch: max(1, cfg.buffer/4),
 		idleCredits: max(1, cfg.buffer/32),
 		hardLimit:   2 * cfg.buffer,
+		byteBatch:   max(1, cfg.bufBytes/4),
+		idleBytes:   max(1, cfg.bufBytes/32),
+		hardBytes:   2 * cfg.bufBytes,
 		done:        make(chan struct{}),
 	}
 	s.queue.init()
@@ -207,14 +215,15 @@ func (s *Subscriber) On(pattern string, h HandlerFunc) {
 	// Registered only now, so that no subscriber without patterns is ever
 	// visible.
 	p, err := s.node.Register(mesh.Component{
-		Kind:      mesh.KindSubscriber,
-		Name:      s.name,
-		Key:       s.cfg.key,
-		Namespace: s.cfg.namespace,
-		Handles:   patterns,
-		Group:     s.cfg.group,
-		Buffer:    s.cfg.buffer,
-		DropFull:  s.cfg.dropFull,
+		Kind:        mesh.KindSubscriber,
+		Name:        s.name,
+		Key:         s.cfg.key,
+		Namespace:   s.cfg.namespace,
+		Handles:     patterns,
+		Group:       s.cfg.group,
+		Buffer:      s.cfg.buffer,
+		BufferBytes: s.cfg.bufBytes,
+		DropFull:    s.cfg.dropFull,
 	}, (*handler)(s))
 	if err != nil {
 		s.log.Error("subscriber: cannot register", "err", err)

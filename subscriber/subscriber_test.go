@@ -266,6 +266,11 @@ func TestInvalidArguments(t *testing.T) {
 			t.Errorf("WithBuffer(%d): %v, want ErrInvalidConfig", b, err)
 		}
 	}
+	for _, b := range []int64{0, -1, subscriber.MaxBufferBytes + 1} {
+		if _, err := subscriber.New("x", subscriber.WithMesh(n), subscriber.WithBufferBytes(b)); !errors.Is(err, subscriber.ErrInvalidConfig) {
+			t.Errorf("WithBufferBytes(%d): %v, want ErrInvalidConfig", b, err)
+		}
+	}
 	s, err := subscriber.New("x", subscriber.WithMesh(n))
 	if err != nil {
 		t.Fatal(err)
