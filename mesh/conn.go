@@ -41,6 +41,9 @@ type conn struct {
 	r         *wire.Reader
 	w         *wire.Writer
 	goingAway atomic.Bool // the peer or we said goodbye: no new sends
+	closed    atomic.Bool
+	pings     atomic.Uint64 // sequence of the last ping sent
+	pong      atomic.Uint64 // sequence of the last pong received
 	ackCh     chan struct{}
 	ackOnce   sync.Once
 	closeOnce sync.Once
@@ -48,9 +51,24 @@ type conn struct {
 
 func (c *conn) close() {
 	c.closeOnce.Do(func() {
+		c.closed.Store(true)
 		c.w.Close()
 		c.closer.Close()
 	})
+}
+
+// liveConn returns the open data connection to node id, or nil.
+func (n *Node) liveConn(id string) *conn {
+	n.peerMu.RLock()
+	p := n.peers[id]
+	n.peerMu.RUnlock()
+	if p == nil {
+		return nil
+	}
+	if c := p.conn.Load(); c != nil && c.nc != nil && !c.closed.Load() && !c.goingAway.Load() {
+		return c
+	}
+	return nil
 }
 
 // peer tracks the connection state for one remote node.
@@ -501,8 +519,13 @@ func (n *Node) dispatch(c *conn, f *wire.Frame) bool {
 	case wire.KindGoAwayAck:
 		c.ackOnce.Do(func() { close(c.ackCh) })
 	case wire.KindPing:
-		c.w.Post(wire.KindPong, &wire.Header{Seq: f.Header.Seq}, nil)
+		if !n.ignorePings.Load() {
+			c.w.Post(wire.KindPong, &wire.Header{Seq: f.Header.Seq}, nil)
+		}
 	case wire.KindPong:
+		if seq := f.Header.Seq; seq > c.pong.Load() {
+			c.pong.Store(seq) // only this read loop stores it
+		}
 	default:
 		n.log.Warn("closing data connection: unexpected frame", "peer", c.peer, "kind", f.Kind.String())
 		return false

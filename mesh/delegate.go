@@ -15,6 +15,8 @@ import (
 
 	"github.com/hashicorp/memberlist"
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/warrenmesh/warren/internal/wire"
 )
 
 // Gossip message types (first byte of a memberlist user message).
@@ -155,10 +157,17 @@ func (e *events) NotifyJoin(m *memberlist.Node) {
 	// A node falsely declared dead comes back by refuting; memberlist's word
 	// is final, and its last known state becomes visible again.
 	delete(n.left, m.Name)
+	_, doubted := n.doubted[m.Name]
+	delete(n.doubted, m.Name)
 	n.members[m.Name] = mem
 	n.rebuildLocked()
-	n.emitLocked(Event{Type: NodeJoined, Node: m.Name, Member: mem})
+	if !doubted { // a doubted node never left, as far as users could see
+		n.emitLocked(Event{Type: NodeJoined, Node: m.Name, Member: mem})
+	}
 	n.catMu.Unlock()
+	if doubted {
+		n.log.Info("gossip counts the peer alive again", "peer", m.Name)
+	}
 	n.peerUp(m.Name, mem.DataAddr)
 }
 
@@ -167,21 +176,52 @@ func (e *events) NotifyLeave(m *memberlist.Node) {
 	if m.Name == n.id {
 		return
 	}
+	n.catMu.Lock()
+	if _, ok := n.doubted[m.Name]; ok {
+		n.catMu.Unlock()
+		return // already being checked
+	}
 	// memberlist's Node.State is not updated before NotifyLeave, so a
 	// graceful leave is recognised by the "leaving" flag the node announced.
-	// Gossip does not order that flag before the leave itself, so when it is
-	// not here yet the verdict waits a moment for it.
-	n.catMu.Lock()
 	leaving := false
 	if st := n.states[m.Name]; st != nil && st.Leaving {
 		leaving = true
 	}
-	mem, ok := n.members[m.Name]
-	delete(n.members, m.Name)
+	_, member := n.members[m.Name]
+	if !leaving && member && !n.closing.Load() {
+		// A failure verdict, which gossip can reach by mistake (lost UDP
+		// probes, a starved process). A data connection that still answers
+		// is checked first: its peer is alive and reachable, and dropping
+		// it would fail requests and lose events for nothing.
+		if c := n.liveConn(m.Name); c != nil {
+			n.doubted[m.Name] = time.Now()
+			n.wg.Add(1)
+			go n.checkVerdict(m.Name, c)
+			n.catMu.Unlock()
+			return
+		}
+	}
+	n.catMu.Unlock()
+	n.depart(m.Name)
+}
+
+// depart removes a node that gossip says is gone: from the catalogue, with
+// an event, and its connection.
+func (n *Node) depart(id string) {
+	n.catMu.Lock()
+	// Gossip does not order the "leaving" flag before the leave itself, so
+	// when it is not here yet the verdict waits a moment for it.
+	leaving := false
+	if st := n.states[id]; st != nil && st.Leaving {
+		leaving = true
+	}
+	delete(n.doubted, id)
+	mem, ok := n.members[id]
+	delete(n.members, id)
 	// Its state stays (invisible while it is not a member) in case it comes
 	// back, and is forgotten after a while.
 	now := time.Now()
-	n.left[m.Name] = now
+	n.left[id] = now
 	for id, t := range n.left {
 		if now.Sub(t) > tombstoneTTL {
 			delete(n.left, id)
@@ -191,15 +231,79 @@ func (e *events) NotifyLeave(m *memberlist.Node) {
 	if ok {
 		n.rebuildLocked()
 		if leaving {
-			n.emitLocked(Event{Type: NodeLeft, Node: m.Name, Member: mem})
+			n.emitLocked(Event{Type: NodeLeft, Node: id, Member: mem})
 		} else if !n.closing.Load() {
 			n.wg.Add(1)
 			go n.classifyDeparture(mem)
 		}
 	}
 	n.catMu.Unlock()
-	n.log.Debug("peer gone", "peer", m.Name, "announced_leave", leaving)
-	n.peerGone(m.Name)
+	n.log.Debug("peer gone", "peer", id, "announced_leave", leaving)
+	n.peerGone(id)
+}
+
+// Checking a failure verdict against the data connection: the peer must
+// answer a ping within verdictPingWait, then again every verdictRecheck,
+// until gossip counts it alive again (it refutes the verdict within a
+// second or two when it is merely slow), for at most verdictMaxDoubt.
+const (
+	verdictPingWait = 500 * time.Millisecond
+	verdictRecheck  = time.Second
+	verdictMaxDoubt = 30 * time.Second
+)
+
+// checkVerdict decides whether peer id, which gossip declared failed while
+// connection c was up, departs after all.
+func (n *Node) checkVerdict(id string, c *conn) {
+	defer n.wg.Done()
+	start := time.Now()
+	for first := true; ; first = false {
+		alive := n.pingConn(c, verdictPingWait)
+		n.catMu.Lock()
+		_, still := n.doubted[id]
+		n.catMu.Unlock()
+		switch {
+		case !still:
+			return // gossip counts it alive again, or it departed meanwhile
+		case n.ctx.Err() != nil:
+			return
+		case !alive:
+			if !first {
+				n.log.Info("peer stopped answering on its data connection; it is gone", "peer", id)
+			}
+			n.depart(id)
+			return
+		case time.Since(start) >= verdictMaxDoubt:
+			n.log.Warn("gossip still counts the peer failed, though it answers on its data connection; dropping it", "peer", id, "after", verdictMaxDoubt)
+			n.depart(id)
+			return
+		case first:
+			n.log.Info("gossip declared the peer failed, but it answers on its data connection; keeping it", "peer", id)
+		}
+		t := time.NewTimer(verdictRecheck)
+		select {
+		case <-t.C:
+		case <-n.ctx.Done():
+			t.Stop()
+			return
+		}
+	}
+}
+
+// pingConn reports whether the peer of c answers a ping within wait.
+func (n *Node) pingConn(c *conn, wait time.Duration) bool {
+	seq := c.pings.Add(1)
+	if err := c.w.Post(wire.KindPing, &wire.Header{Seq: seq}, nil); err != nil {
+		return false
+	}
+	deadline := time.Now().Add(wait)
+	for c.pong.Load() < seq {
+		if time.Now().After(deadline) || n.ctx.Err() != nil || c.closed.Load() {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
 }
 
 // leaveVerdictWait is how long a departure without an announced leave waits

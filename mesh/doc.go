@@ -9,6 +9,16 @@
 // first use, re-dialed with backoff while the peer is a member, and dropped
 // when gossip declares the peer gone.
 //
+// Gossip can declare a live peer failed by mistake (lost UDP probes, a
+// process starved of CPU). So a failure verdict about a peer whose
+// connection is open is checked first: a peer that answers a ping on that
+// connection within half a second stays, with its components and its
+// connection, while gossip catches up (a live node refutes the verdict
+// within a second or two); it is checked again every second and dropped as
+// soon as it stops answering, or after 30 seconds. A peer that crashed,
+// froze or was cut off does not answer and departs half a second later
+// than gossip said.
+//
 // # Finding peers
 //
 // Nodes find each other with no configuration on a LAN, by multicast DNS.
