@@ -118,7 +118,9 @@ func TestTargetByteCredits(t *testing.T) {
 		t.Fatal("take(1) granted while 500 bytes are outstanding of 100")
 	}
 	tg.give(1, 500)
-	if !tg.take(60) || tg.take(60) {
+	first := tg.take(60)
+	second := tg.take(60)
+	if !first || second {
 		t.Fatal("want exactly one 60-byte event granted (the second needs 50 free bytes, 40 are)")
 	}
 	tg.give(1<<40, 1<<40) // hostile: clamped
@@ -133,7 +135,8 @@ func TestTargetByteCredits(t *testing.T) {
 	// Without a byte window only events count.
 	nb := &target{window: 2}
 	nb.reset()
-	if !nb.take(1<<30) || !nb.take(1<<30) || nb.take(1) {
+	took := []bool{nb.take(1 << 30), nb.take(1 << 30), nb.take(1)}
+	if !took[0] || !took[1] || took[2] {
 		t.Fatal("without a byte window, want exactly 2 events of any size")
 	}
 	nb.give(2, 1<<30)
