@@ -82,6 +82,8 @@ type call struct {
 	typ         string
 	subset      string
 	payload     []byte
+	buf         *codec.Buffer // payload's pooled buffer (Send only; see releasePayload)
+	pooled      bool          // encode into a pooled buffer
 	idempotent  bool
 	retriesLeft int
 	state       uint8
@@ -181,6 +183,7 @@ func Call[Out any](ctx context.Context, r *Requester, typ string, req any, opts 
 // typ, Send fails at once with ErrNoHandler.
 func (r *Requester) Send(ctx context.Context, typ string, req, reply any, opts ...CallOption) error {
 	var c call
+	c.pooled = true
 	ctx, cancel, err := r.prepare(ctx, &c, typ, req, opts)
 	if cancel != nil {
 		defer cancel()
@@ -188,6 +191,7 @@ func (r *Requester) Send(ctx context.Context, typ string, req, reply any, opts .
 	if err != nil {
 		return err
 	}
+	defer r.releasePayload(&c)
 	if err := r.dispatch(&c); err != nil {
 		if err != ErrClosed {
 			r.failed.Add(1)
@@ -216,9 +220,18 @@ func (r *Requester) prepare(ctx context.Context, c *call, typ string, req any, o
 	if _, hasDeadline := ctx.Deadline(); !hasDeadline && r.cfg.timeout > 0 {
 		ctx, cancel = context.WithTimeout(ctx, r.cfg.timeout)
 	}
-	payload, err := codec.Marshal(req)
-	if err != nil {
-		return ctx, cancel, fmt.Errorf("requester: %q: %w", typ, err)
+	var payload []byte
+	if c.pooled {
+		buf, err := codec.Encode(req)
+		if err != nil {
+			return ctx, cancel, fmt.Errorf("requester: %q: %w", typ, err)
+		}
+		c.buf, payload = buf, buf.Bytes()
+	} else {
+		var err error
+		if payload, err = codec.Marshal(req); err != nil {
+			return ctx, cancel, fmt.Errorf("requester: %q: %w", typ, err)
+		}
 	}
 	c.ctx, c.typ, c.payload, c.done = ctx, typ, payload, make(chan struct{})
 	for _, o := range opts {
@@ -231,6 +244,22 @@ func (r *Requester) prepare(ctx context.Context, c *call, typ string, req any, o
 		c.retriesLeft = DefaultRetries
 	}
 	return ctx, cancel, nil
+}
+
+// releasePayload returns the pooled encoding of a call Send made, once
+// Send returns. Only Send's own goroutine ever wrote a call that was never
+// held (WriteFrame copies the payload and keeps no reference); a call that
+// was held or resent may still be in the dispatcher's hands, so its buffer
+// is left to the garbage collector.
+func (r *Requester) releasePayload(c *call) {
+	r.mu.Lock()
+	held := c.wasHeld
+	r.mu.Unlock()
+	if c.buf != nil && !held {
+		c.payload = nil
+		c.buf.Release()
+	}
+	c.buf = nil
 }
 
 func (r *Requester) ctxError(c *call, ctx context.Context) error {
