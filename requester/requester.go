@@ -356,6 +356,9 @@ func (r *Requester) dispatch(c *call) error {
 				c.waitGen = v.Gen
 			}
 		}
+		if len(targets) == 0 && testHookBeforeHold != nil {
+			testHookBeforeHold()
+		}
 		r.mu.Lock()
 		if c.state == stateDone {
 			r.mu.Unlock()
@@ -384,6 +387,12 @@ func (r *Requester) dispatch(c *call) error {
 			r.held = append(r.held, c)
 			r.heldN++
 			r.mu.Unlock()
+			if r.node.View().Gen != v.Gen {
+				// The catalogue changed since v: the dispatcher may have
+				// drained the held queue for the new one before c was in
+				// it, and would wait for the next change.
+				r.poke()
+			}
 			return nil
 		}
 		t := targets[0]
@@ -435,6 +444,10 @@ func (r *Requester) dispatch(c *call) error {
 		c.excluded = append(c.excluded, tkey{t.Node, t.Component})
 	}
 }
+
+// testHookBeforeHold, when set (by tests), runs in dispatch when a request
+// found no target, before it is held.
+var testHookBeforeHold func()
 
 // forget takes c out of the in-flight table after a failed write; false if
 // it was no longer there.
