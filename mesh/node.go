@@ -143,12 +143,16 @@ func (n *Node) startGossip() error {
 	if port != 0 && n.cfg.bindIsDef && !portFree(host, port) {
 		port = 0 // another node on this host has the default port
 	}
-	if port == 0 {
+	picked := port == 0 // ours to change if it is taken before we bind it
+	if picked {
 		p, err := pickPort(host)
 		if err != nil {
 			return fmt.Errorf("mesh: no free gossip port on %s: %w", host, err)
 		}
 		port = p
+		if testHookPortPicked != nil {
+			testHookPortPicked(host, port)
+		}
 	}
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = n.id
@@ -199,10 +203,11 @@ func (n *Node) startGossip() error {
 	}
 	n.ln = ln
 	ml, err := n.createGossip(mc)
-	for tries := 0; err != nil && n.cfg.bindIsDef && isAddrInUse(err) && tries < 5; tries++ {
-		// Another process on this host took the default port between our
-		// check and our bind (several services starting at once): take a
-		// free port instead, as when the port was already taken.
+	for tries := 0; err != nil && (picked || n.cfg.bindIsDef) && isAddrInUse(err) && tries < 5; tries++ {
+		// Another process on this host took the port (the default, or the
+		// free one we picked) between our check and our bind (several
+		// services starting at once): take another free port, as when the
+		// port was already taken. A port the user chose is never changed.
 		p, perr := pickPort(host)
 		if perr != nil {
 			break
@@ -276,6 +281,10 @@ func portFree(host string, port int) bool {
 	u.Close()
 	return true
 }
+
+// testHookPortPicked, when set (by tests), runs after startGossip picked a
+// free port and before it binds it.
+var testHookPortPicked func(host string, port int)
 
 // pickPort finds a port free for both TCP and UDP on host.
 func pickPort(host string) (int, error) {

@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"context"
 	"io"
 	"log"
 	"log/slog"
@@ -55,5 +56,35 @@ func TestBoundedTransportShutdownWithStreamsArriving(t *testing.T) {
 	}
 	if err := bt.Shutdown(); err != nil { // idempotent
 		t.Fatal(err)
+	}
+}
+
+// A free port that another process takes between the pick and the bind
+// (services starting at once) makes the node pick another, not fail.
+func TestPickedPortTakenBeforeBindIsReplaced(t *testing.T) {
+	var taken net.Listener
+	testHookPortPicked = func(host string, port int) {
+		if taken != nil {
+			return // only the first pick is stolen
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+		if err != nil {
+			t.Errorf("taking the picked port: %v", err)
+			return
+		}
+		taken = l
+	}
+	defer func() { testHookPortPicked = nil }()
+	n, err := New(WithName("racer"))
+	if err != nil {
+		t.Fatalf("New with its picked port taken before bind: %v", err)
+	}
+	defer n.Close(context.Background())
+	if taken == nil {
+		t.Fatal("the hook did not run: no port was picked")
+	}
+	defer taken.Close()
+	if n.Addr() == taken.Addr().String() {
+		t.Fatalf("node bound %s, the port taken by someone else", n.Addr())
 	}
 }
