@@ -181,20 +181,14 @@ func (e *events) NotifyLeave(m *memberlist.Node) {
 		n.catMu.Unlock()
 		return // already being checked
 	}
-	// memberlist's Node.State is not updated before NotifyLeave, so a
-	// graceful leave is recognised by the "leaving" flag the node announced.
-	leaving := false
-	if st := n.states[m.Name]; st != nil && st.Leaving {
-		leaving = true
-	}
 	_, member := n.members[m.Name]
-	if !leaving && member && !n.closing.Load() {
+	if !n.leavingLocked(m.Name) && member && !n.closing.Load() {
 		// A failure verdict, which gossip can reach by mistake (lost UDP
 		// probes, a starved process). A data connection that still answers
 		// is checked first: its peer is alive and reachable, and dropping
 		// it would fail requests and lose events for nothing.
 		if c := n.liveConn(m.Name); c != nil {
-			n.doubted[m.Name] = time.Now()
+			n.doubted[m.Name] = struct{}{}
 			n.wg.Add(1)
 			go n.checkVerdict(m.Name, c)
 			n.catMu.Unlock()
@@ -205,16 +199,22 @@ func (e *events) NotifyLeave(m *memberlist.Node) {
 	n.depart(m.Name)
 }
 
+// leavingLocked reports whether node id announced a graceful leave.
+// memberlist's Node.State is not updated before NotifyLeave, so a graceful
+// leave is recognised by the "leaving" flag the node announced. n.catMu
+// must be held.
+func (n *Node) leavingLocked(id string) bool {
+	st := n.states[id]
+	return st != nil && st.Leaving
+}
+
 // depart removes a node that gossip says is gone: from the catalogue, with
 // an event, and its connection.
 func (n *Node) depart(id string) {
 	n.catMu.Lock()
 	// Gossip does not order the "leaving" flag before the leave itself, so
 	// when it is not here yet the verdict waits a moment for it.
-	leaving := false
-	if st := n.states[id]; st != nil && st.Leaving {
-		leaving = true
-	}
+	leaving := n.leavingLocked(id)
 	delete(n.doubted, id)
 	mem, ok := n.members[id]
 	delete(n.members, id)

@@ -42,7 +42,7 @@ type Node struct {
 	states  map[string]*nodeState // by node ID, including self
 	members map[string]Member     // live members by ID, including self
 	left    map[string]time.Time  // departed IDs, never resurrected
-	doubted map[string]time.Time  // members gossip declared failed, being checked (see checkVerdict)
+	doubted map[string]struct{}   // members gossip declared failed, being checked (see checkVerdict)
 
 	ignorePings atomic.Bool // tests only: leave data pings unanswered, as a frozen process does
 	local       nodeState
@@ -116,7 +116,7 @@ func New(opts ...Option) (*Node, error) {
 		states:     map[string]*nodeState{},
 		members:    map[string]Member{},
 		left:       map[string]time.Time{},
-		doubted:    map[string]time.Time{},
+		doubted:    map[string]struct{}{},
 		comps:      map[uint64]*Port{},
 		peers:      map[string]*peer{},
 		candidates: map[string]*candidate{},

@@ -35,7 +35,7 @@ type Pending struct {
 func (r *Requester) Go(ctx context.Context, typ string, req, reply any, opts ...CallOption) *Pending {
 	cl := &Pending{r: r, reply: reply}
 	c := &cl.c
-	ctx, cancel, err := r.prepare(ctx, c, typ, req, opts)
+	ctx, cancel, err := r.prepare(ctx, c, typ, req, opts, false)
 	if err != nil {
 		if cancel != nil {
 			cancel()

@@ -83,7 +83,6 @@ type call struct {
 	subset      string
 	payload     []byte
 	buf         *codec.Buffer // payload's pooled buffer (Send only; see releasePayload)
-	pooled      bool          // encode into a pooled buffer
 	idempotent  bool
 	retriesLeft int
 	state       uint8
@@ -183,8 +182,7 @@ func Call[Out any](ctx context.Context, r *Requester, typ string, req any, opts 
 // typ, Send fails at once with ErrNoHandler.
 func (r *Requester) Send(ctx context.Context, typ string, req, reply any, opts ...CallOption) error {
 	var c call
-	c.pooled = true
-	ctx, cancel, err := r.prepare(ctx, &c, typ, req, opts)
+	ctx, cancel, err := r.prepare(ctx, &c, typ, req, opts, true)
 	if cancel != nil {
 		defer cancel()
 	}
@@ -211,8 +209,9 @@ func (r *Requester) Send(ctx context.Context, typ string, req, reply any, opts .
 
 // prepare fills in c for a request of type typ: its context (with the
 // requester's timeout when ctx has no deadline; cancel is then non-nil),
-// its encoded payload and its call options.
-func (r *Requester) prepare(ctx context.Context, c *call, typ string, req any, opts []CallOption) (context.Context, context.CancelFunc, error) {
+// its encoded payload (in a pooled buffer when pooled, see releasePayload)
+// and its call options.
+func (r *Requester) prepare(ctx context.Context, c *call, typ string, req any, opts []CallOption, pooled bool) (context.Context, context.CancelFunc, error) {
 	if err := match.ValidName(typ); err != nil {
 		return ctx, nil, fmt.Errorf("%w: %v", ErrInvalidType, err)
 	}
@@ -221,7 +220,7 @@ func (r *Requester) prepare(ctx context.Context, c *call, typ string, req any, o
 		ctx, cancel = context.WithTimeout(ctx, r.cfg.timeout)
 	}
 	var payload []byte
-	if c.pooled {
+	if pooled {
 		buf, err := codec.Encode(req)
 		if err != nil {
 			return ctx, cancel, fmt.Errorf("requester: %q: %w", typ, err)
@@ -250,12 +249,11 @@ func (r *Requester) prepare(ctx context.Context, c *call, typ string, req any, o
 // Send returns. Only Send's own goroutine ever wrote a call that was never
 // held (WriteFrame copies the payload and keeps no reference); a call that
 // was held or resent may still be in the dispatcher's hands, so its buffer
-// is left to the garbage collector.
+// is left to the garbage collector. wasHeld needs no lock here: it is set
+// under r.mu before the call's result is delivered (which Send waited for)
+// or before Send's abandon took r.mu, and never after.
 func (r *Requester) releasePayload(c *call) {
-	r.mu.Lock()
-	held := c.wasHeld
-	r.mu.Unlock()
-	if c.buf != nil && !held {
+	if c.buf != nil && !c.wasHeld {
 		c.payload = nil
 		c.buf.Release()
 	}
