@@ -44,6 +44,7 @@ type conn struct {
 	closed    atomic.Bool
 	pings     atomic.Uint64 // sequence of the last ping sent
 	pong      atomic.Uint64 // sequence of the last pong received
+	probing   atomic.Bool   // probeExisting is checking it
 	ackCh     chan struct{}
 	ackOnce   sync.Once
 	closeOnce sync.Once
@@ -419,7 +420,8 @@ func (n *Node) handshakeIn(nc net.Conn, release func()) {
 	}
 	// Exactly one connection per pair: an existing one wins; when both sides
 	// dial at once, the dial from the smaller ID wins.
-	reject := p.conn.Load() != nil || (p.dialing && n.id < id)
+	existing := p.conn.Load()
+	reject := existing != nil || (p.dialing && n.id < id)
 	if reject {
 		ack.Status = wire.StatusRejected
 	}
@@ -429,6 +431,9 @@ func (n *Node) handshakeIn(nc net.Conn, release func()) {
 	if reject || err != nil {
 		n.peerMu.Unlock()
 		c.close()
+		if existing != nil {
+			n.probeExisting(existing)
+		}
 		return
 	}
 	n.installLocked(p, c)
@@ -441,6 +446,32 @@ func (n *Node) handshakeIn(nc net.Conn, release func()) {
 		n.wg.Add(1)
 		go n.watchStranger(p, c, release)
 	}
+}
+
+// staleProbeWait is how long an existing connection has to answer a ping
+// when its peer dials again.
+const staleProbeWait = 500 * time.Millisecond
+
+// probeExisting checks c, the connection kept when its peer dialed again.
+// A peer dials only when it has no connection, so c may be one it closed
+// without our noticing (its FIN lost in a partition: TCP would tell us only
+// at its next retransmission, seconds later), and it would make every new
+// dial of the peer's fail. If c does not answer a ping, it is closed, so
+// the peer's next dial succeeds. When both sides dialed at once, c is
+// fresh and answers.
+func (n *Node) probeExisting(c *conn) {
+	if !c.probing.CompareAndSwap(false, true) {
+		return // one probe at a time
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer c.probing.Store(false)
+		if !n.pingConn(c, staleProbeWait) && !c.closed.Load() && n.ctx.Err() == nil {
+			n.log.Info("closing a data connection that no longer answers: its peer dialed again", "peer", c.peer)
+			c.close()
+		}
+	}()
 }
 
 // watchStranger closes c, from a node that is not a member, unless that

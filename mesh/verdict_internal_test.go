@@ -172,3 +172,55 @@ func TestFailureVerdictAppliedWhenPeerSilent(t *testing.T) {
 		t.Fatal("the connection to the departed peer is still open")
 	}
 }
+
+// A peer that dials again while we keep a connection to it has lost its
+// end of that connection (closed during a partition, its FIN lost): the
+// connection is probed and, when it does not answer, closed, so the new
+// dial succeeds instead of being refused for as long as TCP takes to
+// notice (seconds after a partition heals).
+func TestStaleConnectionGivesWayToNewDial(t *testing.T) {
+	a, b, _ := pairForVerdict(t)
+	old := a.liveConn(b.ID())
+	if old == nil {
+		t.Fatal("no connection from a to b")
+	}
+	var bOld *conn
+	waitUntil(t, 5*time.Second, func() error {
+		if bOld = b.liveConn(a.ID()); bOld == nil {
+			return fmt.Errorf("b has no connection to a")
+		}
+		return nil
+	})
+	// a forgets its end without closing it, and no longer answers on it:
+	// to b the connection looks open, as after a lost FIN.
+	a.ignorePings.Store(true)
+	defer a.ignorePings.Store(false)
+	a.peerMu.Lock()
+	a.peers[b.ID()].conn.CompareAndSwap(old, nil)
+	a.peerMu.Unlock()
+
+	start := time.Now()
+	var fresh *conn
+	waitUntil(t, 5*time.Second, func() error {
+		c, err := a.connTo(context.Background(), b.ID())
+		if err != nil {
+			return err
+		}
+		if c == old {
+			return fmt.Errorf("still the old connection")
+		}
+		fresh = c
+		return nil
+	})
+	t.Logf("new connection after %s", time.Since(start).Round(time.Millisecond))
+	if !bOld.closed.Load() {
+		t.Fatal("b kept the connection that no longer answers")
+	}
+	if b.liveConn(a.ID()) == bOld {
+		t.Fatal("b still uses the old connection")
+	}
+	if fresh == nil || fresh.closed.Load() {
+		t.Fatal("the new connection is not open")
+	}
+	old.close()
+}
