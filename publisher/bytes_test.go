@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/warrenmesh/warren/internal/meshtest"
+	"github.com/warrenmesh/warren/mesh"
 	"github.com/warrenmesh/warren/subscriber"
 )
 
@@ -32,6 +33,25 @@ func waitHandled(t *testing.T, got *atomic.Int64, want int64) {
 	})
 }
 
+// blockedSubscriber starts a subscriber to "load" on n, visible from
+// pubNode, whose handler blocks until release is called (at cleanup at the
+// latest, before the subscriber closes); got counts the events handled.
+func blockedSubscriber(t *testing.T, pubNode, n *mesh.Node, name string, opts ...subscriber.Option) (s *subscriber.Subscriber, got *atomic.Int64, release func()) {
+	t.Helper()
+	gate := make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(gate) }) }
+	got = new(atomic.Int64)
+	s = newSub(t, n, name, opts...)
+	t.Cleanup(release) // runs before newSub's Close
+	s.On("load", func(context.Context, *subscriber.Message) {
+		<-gate
+		got.Add(1)
+	})
+	waitSubscribers(t, pubNode, 1)
+	return s, got, release
+}
+
 // A subscriber bounds what it buffers in bytes as well as in events: with
 // a 64 KiB bound and a blocked handler, events of 16 000 bytes stop at
 // four (the fifth would exceed it), though the event buffer has room for
@@ -41,20 +61,7 @@ func TestSubscriberBufferBoundedInBytes(t *testing.T) {
 	meshtest.CheckGoroutines(t)
 	nodes := cluster(t, 2)
 	pub := newPub(t, nodes[0])
-	release := make(chan struct{})
-	var got atomic.Int64
-	slow := newSub(t, nodes[1], "slow", subscriber.WithBuffer(1000), subscriber.WithBufferBytes(64<<10))
-	slow.On("load", func(context.Context, *subscriber.Message) {
-		<-release
-		got.Add(1)
-	})
-	waitSubscribers(t, nodes[0], 1)
-	released := false
-	defer func() {
-		if !released {
-			close(release)
-		}
-	}()
+	slow, got, release := blockedSubscriber(t, nodes[0], nodes[1], "slow", subscriber.WithBuffer(1000), subscriber.WithBufferBytes(64<<10))
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
 	for i := range 4 {
@@ -78,14 +85,13 @@ func TestSubscriberBufferBoundedInBytes(t *testing.T) {
 		t.Errorf("overflow %d: the publisher exceeded the byte window", st.Overflow)
 	}
 
-	close(release)
-	released = true
+	release()
 	for i := range 40 {
 		if err := publishBytes(ctx, pub, 16000, byte(i)); err != nil {
 			t.Fatalf("Publish after release #%d: %v", i, err)
 		}
 	}
-	waitHandled(t, &got, 44)
+	waitHandled(t, got, 44)
 }
 
 // An event larger than the whole byte bound is not stuck: it goes when
@@ -94,17 +100,7 @@ func TestEventLargerThanByteBufferGetsThrough(t *testing.T) {
 	meshtest.CheckGoroutines(t)
 	nodes := cluster(t, 2)
 	pub := newPub(t, nodes[0])
-	release := make(chan struct{})
-	var got atomic.Int64
-	s := newSub(t, nodes[1], "small", subscriber.WithBufferBytes(1024))
-	s.On("load", func(context.Context, *subscriber.Message) {
-		<-release
-		got.Add(1)
-	})
-	waitSubscribers(t, nodes[0], 1)
-	var once sync.Once
-	open := func() { once.Do(func() { close(release) }) }
-	defer open()
+	_, got, release := blockedSubscriber(t, nodes[0], nodes[1], "small", subscriber.WithBufferBytes(1024))
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
 	if err := publishBytes(ctx, pub, 10<<10, 1); err != nil {
@@ -116,13 +112,13 @@ func TestEventLargerThanByteBufferGetsThrough(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("a second 10 KiB event while the first waits: Publish = %v, want a deadline error", err)
 	}
-	open()
+	release()
 	for i := range 5 {
 		if err := publishBytes(ctx, pub, 10<<10, byte(i)); err != nil {
 			t.Fatalf("Publish after release #%d: %v", i, err)
 		}
 	}
-	waitHandled(t, &got, 6)
+	waitHandled(t, got, 6)
 }
 
 // Credits held back while the subscriber is idle never starve a publisher
