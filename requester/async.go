@@ -35,6 +35,7 @@ type Pending struct {
 func (r *Requester) Go(ctx context.Context, typ string, req, reply any, opts ...CallOption) *Pending {
 	cl := &Pending{r: r, reply: reply}
 	c := &cl.c
+	c.done = make(chan struct{}) // closed: Done may be shared by many
 	ctx, cancel, err := r.prepare(ctx, c, typ, req, opts, false)
 	if err != nil {
 		if cancel != nil {
@@ -88,7 +89,6 @@ func (cl *Pending) release() {
 
 // fail completes a call that was never dispatched.
 func (cl *Pending) fail(err error) {
-	cl.c.done = make(chan struct{})
 	cl.c.res = result{err: err}
 	cl.counted = true
 	close(cl.c.done)

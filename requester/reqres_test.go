@@ -1,6 +1,7 @@
 package requester_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -449,6 +450,84 @@ func TestConcurrentRepliesAreCorrelated(t *testing.T) {
 				}
 			}
 		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+// Send recycles its calls, with the buffer of their reply: a call must keep
+// nothing of its last use, whether that ended in a reply (longer or shorter
+// than this one, over the size of the kept buffer or not), a handler error,
+// a discarded reply or an abandoned request whose reply comes late.
+func TestRecycledCallsKeepNothingOfTheirPast(t *testing.T) {
+	meshtest.CheckGoroutines(t)
+	nodes := meshtest.Cluster(t, 2)
+	r := newResponder(t, nodes[1], "echo")
+	type in struct {
+		Fill  byte `json:"fill"`
+		Len   int  `json:"len"`
+		Fail  bool `json:"fail"`
+		Sleep int  `json:"sleep"` // ms
+	}
+	responder.Handle(r, "echo", func(ctx context.Context, v in) ([]byte, error) {
+		if v.Sleep > 0 {
+			time.Sleep(time.Duration(v.Sleep) * time.Millisecond)
+		}
+		if v.Fail {
+			return nil, responder.Errorf(fmt.Sprintf("code-%d", v.Len), "failed %d", v.Len)
+		}
+		return bytes.Repeat([]byte{v.Fill}, v.Len), nil
+	})
+	req := newRequester(t, nodes[0])
+	waitHandlers(t, nodes[0], "echo", 1)
+	ctx := ctxT(t, 60*time.Second)
+	lens := []int{1, 40000, 3, 17000, 0, 16 << 10, 900, 2}
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for g := range 16 {
+		wg.Go(func() {
+			for i := range 120 {
+				v := in{Fill: byte('a' + (g+i)%26), Len: lens[(g+i)%len(lens)]}
+				switch i % 6 {
+				case 1:
+					v.Fail = true
+				case 2:
+					if err := req.Send(ctx, "echo", v, nil); err != nil {
+						errs <- fmt.Errorf("discarded reply: %w", err)
+						return
+					}
+					continue
+				case 3:
+					v.Sleep = 5
+					cctx, cancel := context.WithTimeout(ctx, time.Millisecond)
+					var out []byte
+					err := req.Send(cctx, "echo", v, &out)
+					cancel()
+					if !errors.Is(err, requester.ErrTimeout) {
+						errs <- fmt.Errorf("abandoned request: %v (reply of %d bytes)", err, len(out))
+						return
+					}
+					continue
+				}
+				var out []byte
+				err := req.Send(ctx, "echo", v, &out)
+				if v.Fail {
+					var re *requester.RemoteError
+					if !errors.As(err, &re) || re.Code != fmt.Sprintf("code-%d", v.Len) || re.Message != fmt.Sprintf("failed %d", v.Len) || out != nil {
+						errs <- fmt.Errorf("failing request %+v: %v, reply of %d bytes", v, err, len(out))
+						return
+					}
+					continue
+				}
+				if err != nil || !bytes.Equal(out, bytes.Repeat([]byte{v.Fill}, v.Len)) {
+					errs <- fmt.Errorf("request %+v: %v, reply of %d bytes", v, err, len(out))
+					return
+				}
+			}
+		})
 	}
 	wg.Wait()
 	close(errs)

@@ -91,9 +91,35 @@ type call struct {
 	excluded    []tkey
 	waitGen     uint64 // every target refused it: wait for a catalogue newer than this
 	wasHeld     bool
-	res         result        // set by deliver, before done is closed
-	done        chan struct{} // closed by deliver: exactly one delivery per call
+	res         result        // set by deliver, before done is signalled
+	done        chan struct{} // signalled by deliver: exactly one delivery per call
+	recycled    bool          // a Send call: done gets one send (not closed) and the call is reused
+	replyBuf    []byte        // recycled calls: the buffer that holds the reply's payload
 	release     func()        // Go calls: ends the context watch; run by deliver
+}
+
+// Send's calls are recycled: a call costs two allocations (itself and its
+// done channel) and the reply's copy a third, a fifth of a request's
+// allocations in all, for each of which the garbage collector pays again.
+var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1), recycled: true} }}
+
+// maxReplyBuf bounds the reply buffer a recycled call keeps.
+const maxReplyBuf = 16 << 10
+
+// recycle puts back a call of Send that nothing refers to any more: its
+// result was delivered and received, and it was never held (the dispatcher
+// may still be finishing with a held call). Only its done channel, which
+// is empty, and its reply buffer are kept.
+func recycle(c *call) {
+	if c.wasHeld {
+		return
+	}
+	done, buf := c.done, c.res.payload[:0]
+	if cap(buf) > maxReplyBuf {
+		buf = nil
+	}
+	*c = call{done: done, recycled: true, replyBuf: buf}
+	callPool.Put(c)
 }
 
 type result struct {
@@ -181,16 +207,16 @@ func Call[Out any](ctx context.Context, r *Requester, typ string, req any, opts 
 // held never reaches a responder. When responders exist but none handles
 // typ, Send fails at once with ErrNoHandler.
 func (r *Requester) Send(ctx context.Context, typ string, req, reply any, opts ...CallOption) error {
-	var c call
-	ctx, cancel, err := r.prepare(ctx, &c, typ, req, opts, true)
+	c := callPool.Get().(*call)
+	ctx, cancel, err := r.prepare(ctx, c, typ, req, opts, true)
 	if cancel != nil {
 		defer cancel()
 	}
 	if err != nil {
 		return err
 	}
-	defer r.releasePayload(&c)
-	if err := r.dispatch(&c); err != nil {
+	if err := r.dispatch(c); err != nil {
+		r.releasePayload(c)
 		if err != ErrClosed {
 			r.failed.Add(1)
 		}
@@ -199,12 +225,16 @@ func (r *Requester) Send(ctx context.Context, typ string, req, reply any, opts .
 	select {
 	case <-c.done:
 	case <-ctx.Done():
-		if r.abandon(&c) {
-			return r.ctxError(&c, ctx)
+		if r.abandon(c) {
+			r.releasePayload(c)
+			return r.ctxError(c, ctx)
 		}
 		<-c.done
 	}
-	return r.finish(&c, reply)
+	r.releasePayload(c)
+	err = r.finish(c, reply)
+	recycle(c)
+	return err
 }
 
 // prepare fills in c for a request of type typ: its context (with the
@@ -232,7 +262,7 @@ func (r *Requester) prepare(ctx context.Context, c *call, typ string, req any, o
 			return ctx, cancel, fmt.Errorf("requester: %q: %w", typ, err)
 		}
 	}
-	c.ctx, c.typ, c.payload, c.done = ctx, typ, payload, make(chan struct{})
+	c.ctx, c.typ, c.payload = ctx, typ, payload
 	for _, o := range opts {
 		o(c)
 	}
@@ -246,7 +276,7 @@ func (r *Requester) prepare(ctx context.Context, c *call, typ string, req any, o
 }
 
 // releasePayload returns the pooled encoding of a call Send made, once
-// Send returns. Only Send's own goroutine ever wrote a call that was never
+// it is done. Only Send's own goroutine ever wrote a call that was never
 // held (WriteFrame copies the payload and keeps no reference); a call that
 // was held or resent may still be in the dispatcher's hands, so its buffer
 // is left to the garbage collector. wasHeld needs no lock here: it is set
@@ -568,10 +598,17 @@ func (r *Requester) drainHeld(v *mesh.View) {
 // per call: whoever moves it to stateDone (under r.mu) delivers, except
 // when Send's own goroutine abandons it.
 func (r *Requester) deliver(c *call, res result) {
+	// A recycled call may be reused as soon as done is signalled: read
+	// what is needed first.
+	release, recycled := c.release, c.recycled
 	c.res = res
-	close(c.done)
-	if c.release != nil {
-		c.release()
+	if recycled {
+		c.done <- struct{}{} // never blocks: one delivery, into a buffer of one
+	} else {
+		close(c.done)
+	}
+	if release != nil {
+		release()
 	}
 }
 
@@ -604,7 +641,11 @@ func (h *handler) HandleFrame(from string, f *wire.Frame) {
 	r.mu.Unlock()
 	res := result{status: f.Header.Status, code: f.Header.Code, msg: f.Header.Msg}
 	if len(f.Payload) > 0 {
-		res.payload = append([]byte(nil), f.Payload...)
+		// The frame's bytes are the read loop's. A recycled call's buffer is
+		// reused once Send has decoded the reply: the decoder copies what it
+		// keeps (it reads through an io.Reader), so nothing refers to it then.
+		res.payload = append(c.replyBuf, f.Payload...)
+		c.replyBuf = nil
 	}
 	r.deliver(c, res)
 }

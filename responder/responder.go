@@ -87,7 +87,15 @@ type job struct {
 	h    HandlerFunc
 	ctx  jobCtx
 	back *wire.Writer // held from arrival until the job starts (see start)
+
+	// small holds the payload of a small request, which then costs no
+	// allocation of its own (jobs are not reused: a handler may keep its
+	// request and context).
+	small [smallPayload]byte
 }
+
+// smallPayload is the largest request payload kept inside its job.
+const smallPayload = 64
 
 // start releases the job's hold on the connection it came in on: the
 // replies of the jobs that arrived together are written together once the
@@ -326,7 +334,14 @@ func (r *Responder) accept(from string, f *wire.Frame) {
 		return
 	}
 	j := &job{key: key, h: h}
-	j.req = Request{Type: f.Header.Name, From: from, payload: append([]byte(nil), f.Payload...)}
+	j.req = Request{Type: f.Header.Name, From: from}
+	switch n := len(f.Payload); {
+	case n == 0:
+	case n <= smallPayload:
+		j.req.payload = append(j.small[:0:n], f.Payload...)
+	default:
+		j.req.payload = append([]byte(nil), f.Payload...)
+	}
 	if f.Header.Deadline > 0 {
 		j.ctx.deadline = time.Now().Add(time.Duration(f.Header.Deadline))
 	}
