@@ -13,6 +13,12 @@
 //
 // The report goes to bench/out: report.md (a table with the warren/cote and
 // warren/raw ratios), report.json (the same data) and ratios.svg (a chart).
+//
+// -impl handoff (opt-in, e.g. -impl warren,raw,handoff) adds a fourth
+// implementation where raw TCP applies: raw TCP with the goroutine hand-offs
+// of warren's design (a goroutine per caller, a worker per request, batched
+// writes) and nothing else, the floor of that design; the report then has a
+// "hand-off TCP" column, with no ratio or target.
 // The program exits non-zero when a scenario is broken, for example when
 // warren, with retries on, loses a request whose responder was killed.
 // See bench/README.md for what each scenario measures.

@@ -45,7 +45,7 @@ func run() int {
 	flag.BoolVar(&o.quick, "quick", false, "a few seconds per scenario (for CI: checks the tool works, not the speed)")
 	flag.StringVar(&o.out, "out", "", "report directory (default: bench/out in the module)")
 	flag.StringVar(&o.only, "only", "", "comma-separated scenario numbers to run, e.g. 1,5 (default: all)")
-	flag.StringVar(&o.impls, "impl", "warren,cote,raw", "implementations to run")
+	flag.StringVar(&o.impls, "impl", "warren,cote,raw", "implementations to run: warren, cote, raw, and handoff (raw TCP with warren's goroutine hand-offs; opt-in, e.g. -impl warren,raw,handoff)")
 	flag.BoolVar(&o.seeds, "seeds", false, "warren finds peers by seed addresses instead of mDNS")
 	flag.BoolVar(&o.verbose, "v", false, "print every event of every process")
 	flag.StringVar(&o.profile, "profile", "", "directory where Go children write CPU and heap profiles (pprof)")
@@ -83,10 +83,10 @@ func runBench(ctx context.Context, o options) (int, error) {
 	p.WarmupS, p.MeasureS, p.FailRunS = p.Warmup.Seconds(), p.Measure.Seconds(), p.FailRun.Seconds()
 	for _, s := range strings.Split(o.impls, ",") {
 		switch im := impl(strings.TrimSpace(s)); im {
-		case implWarren, implCote, implRaw:
+		case implWarren, implCote, implRaw, implHandoff:
 			p.Impls = append(p.Impls, im)
 		default:
-			return 2, fmt.Errorf("-impl: unknown implementation %q (want warren, cote, raw)", s)
+			return 2, fmt.Errorf("-impl: unknown implementation %q (want warren, cote, raw, handoff)", s)
 		}
 	}
 	for _, s := range strings.Split(o.only, ",") {
@@ -159,7 +159,7 @@ func runBench(ctx context.Context, o options) (int, error) {
 		if len(p.Scenarios) > 0 && !slices.Contains(p.Scenarios, r.Scenario) {
 			continue
 		}
-		for _, im := range []impl{implWarren, implCote, implRaw} {
+		for _, im := range []impl{implWarren, implCote, implRaw, implHandoff} {
 			fn := j.run[im]
 			if fn == nil || !p.has(im) {
 				continue
@@ -183,8 +183,10 @@ func runBench(ctx context.Context, o options) (int, error) {
 				r.Cote = res
 			case implRaw:
 				r.Raw = res
+			case implHandoff:
+				r.Handoff = res
 			}
-			fmt.Fprintf(os.Stderr, "%-4s %-34s %-6s %-40s (%.1f s)\n", r.ID, r.Name, im, oneLine(res.cell(r)), time.Since(t0).Seconds())
+			fmt.Fprintf(os.Stderr, "%-4s %-34s %-7s %-40s (%.1f s)\n", r.ID, r.Name, im, oneLine(res.cell(r)), time.Since(t0).Seconds())
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "     error: %v\n", err)
 			}
@@ -222,8 +224,8 @@ func (b *bench) jobs() []job {
 			gomaxprocs = procs[0]
 		}
 		m := map[impl]func(context.Context) (*measure, error){}
-		for _, im := range []impl{implWarren, implCote, implRaw} {
-			if im == implRaw && !raw {
+		for _, im := range []impl{implWarren, implCote, implRaw, implHandoff} {
+			if (im == implRaw || im == implHandoff) && !raw {
 				continue
 			}
 			m[im] = func(ctx context.Context) (*measure, error) {

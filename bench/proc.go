@@ -32,6 +32,9 @@ const (
 	implWarren impl = "warren"
 	implCote   impl = "cote"
 	implRaw    impl = "raw"
+	// implHandoff is raw TCP with warren's goroutine hand-offs (the
+	// handoff-server and handoff-client roles); like raw, a Go child.
+	implHandoff impl = "handoff"
 )
 
 // proc is a child process running one role inside a namespace.

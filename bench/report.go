@@ -45,6 +45,9 @@ type row struct {
 	Warren       *measure `json:"warren,omitempty"`
 	Cote         *measure `json:"cote,omitempty"`
 	Raw          *measure `json:"raw,omitempty"`
+	// Handoff is raw TCP with warren's goroutine hand-offs (-impl handoff):
+	// a yardstick shown next to raw, with no ratio or target.
+	Handoff *measure `json:"handoff,omitempty"`
 	// VsCote and VsRaw say how many times better warren is: warren÷other
 	// for rates, other÷warren for times and memory, so above 1 is better.
 	VsCote *float64 `json:"warren_vs_cote,omitempty"`
@@ -186,12 +189,17 @@ func (rep *report) markdown() string {
 	b.WriteString("\nRatios say how many times better warren is: warren ÷ other for rates, other ÷ warren for\n")
 	b.WriteString("times and memory, so a ratio above 1× is in warren's favour. Rates are req/s or msg/s\n")
 	b.WriteString("(pub/sub: summed over the subscribers); latencies are per request, measured by the requester.\n\n")
+	if rep.hasHandoff() {
+		b.WriteString("Hand-off TCP is raw TCP with the goroutine hand-offs warren's design requires and nothing else:\n")
+		b.WriteString("a goroutine per caller woken by each reply, a worker per request, batched writes. It is the floor\n")
+		b.WriteString("of that design: the gap between it and warren is warren's own per-request work.\n\n")
+	}
 	b.WriteString("## Details\n\n")
 	for _, r := range rep.Rows {
 		for _, x := range []struct {
 			name string
 			m    *measure
-		}{{"warren", r.Warren}, {"cote", r.Cote}, {"raw", r.Raw}} {
+		}{{"warren", r.Warren}, {"cote", r.Cote}, {"raw", r.Raw}, {"handoff", r.Handoff}} {
 			if x.m == nil {
 				continue
 			}
@@ -210,6 +218,9 @@ func (rep *report) markdown() string {
 	fmt.Fprintf(&b, "- throughput runs: %.1f s warm-up, then %.1f s measured; cold start and appearance: median of %d fresh processes; failure: %.1f s of load, one of two responders SIGKILLed after a third\n",
 		rep.Plan.WarmupS, rep.Plan.MeasureS, rep.Plan.Reps, rep.Plan.FailRunS)
 	fmt.Fprintf(&b, "- payloads: 16 bytes unless the row says otherwise (cote: a string of that length in its JSON body; warren: a []byte, msgpack; raw: length-prefixed bytes)\n")
+	if rep.hasHandoff() {
+		fmt.Fprintf(&b, "- hand-off TCP: length-prefixed bytes behind a 4-byte caller id; one connection, a goroutine per caller, %d workers per connection on the server\n", handoffWorkers)
+	}
 	disc := "mDNS on the namespace's interface (zero configuration, like cote's UDP broadcast)"
 	if rep.Plan.Seeds {
 		disc = "seed addresses (mDNS off)"
@@ -226,18 +237,39 @@ func (rep *report) markdown() string {
 	return b.String()
 }
 
-// table is the headline Markdown table.
+// hasHandoff says whether any row has a hand-off figure (or error).
+func (rep *report) hasHandoff() bool {
+	for _, r := range rep.Rows {
+		if r.Handoff != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// table is the headline Markdown table. The hand-off column is there only
+// when some row has a hand-off result.
 func (rep *report) table() string {
+	handoff := rep.hasHandoff()
 	var b strings.Builder
-	b.WriteString("| # | scenario | unit | warren | cote 1.2.0 | raw TCP | warren vs cote | warren vs raw | target | met |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
+	if handoff {
+		b.WriteString("| # | scenario | unit | warren | cote 1.2.0 | raw TCP | hand-off TCP | warren vs cote | warren vs raw | target | met |\n")
+		b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
+	} else {
+		b.WriteString("| # | scenario | unit | warren | cote 1.2.0 | raw TCP | warren vs cote | warren vs raw | target | met |\n")
+		b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
+	}
 	for _, r := range rep.Rows {
 		met := "–"
 		if r.Met != nil {
 			met = map[bool]string{true: "yes", false: "**no**"}[*r.Met]
 		}
+		raw := r.Raw.cell(r)
+		if handoff {
+			raw += " | " + r.Handoff.cell(r)
+		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
-			r.ID, r.Name, r.Unit, r.Warren.cell(r), r.Cote.cell(r), r.Raw.cell(r),
+			r.ID, r.Name, r.Unit, r.Warren.cell(r), r.Cote.cell(r), raw,
 			fmtRatio(r.VsCote), fmtRatio(r.VsRaw), orDash(r.Target), met)
 	}
 	return b.String()

@@ -36,12 +36,12 @@ const (
 // roleConfig is what a child is told to do. bench/cote/roles.js reads the
 // same fields.
 type roleConfig struct {
-	Role       string `json:"role"`                  // requester, responder, idle, publisher, subscriber, raw-server, raw-client
+	Role       string `json:"role"`                  // requester, responder, idle, publisher, subscriber, raw-server, raw-client, handoff-server, handoff-client
 	Mode       string `json:"mode,omitempty"`        // requester: load, first, held, hold, fail
 	Env        string `json:"env,omitempty"`         // warren/cote environment, unique per run
 	Iface      string `json:"iface,omitempty"`       // interface for mDNS and the advertised address
 	Seeds      string `json:"seeds,omitempty"`       // warren: seeds instead of mDNS
-	Addr       string `json:"addr,omitempty"`        // raw: address to listen on or dial
+	Addr       string `json:"addr,omitempty"`        // raw, handoff: address to listen on or dial
 	Payload    int    `json:"payload"`               // bytes
 	Conc       int    `json:"conc,omitempty"`        // requests in flight
 	Responders int    `json:"responders,omitempty"`  // requester: responders to wait for before the load
@@ -144,6 +144,10 @@ func runRole() int {
 		run = rawServer
 	case "raw-client":
 		run = rawClient
+	case "handoff-server":
+		run = handoffServer
+	case "handoff-client":
+		run = handoffClient
 	default:
 		err = fmt.Errorf("unknown role %q", cfg.Role)
 	}

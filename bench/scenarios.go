@@ -74,19 +74,20 @@ func (b *bench) resultTimeout() time.Duration {
 	return b.plan.Warmup + b.plan.Measure + b.plan.Grace + eventTimeout
 }
 
-// reqres: one requester in namespace a, responders in b (or the raw echo).
+// reqres: one requester in namespace a, responders in b (or the raw or
+// hand-off echo: its server in b, its client in a).
 //
-// gomaxprocs > 0 sets GOMAXPROCS in the Go processes (warren and raw), as a
-// container limited to that many CPUs does (Go reads the cgroup quota):
-// both processes share this machine's two cores, and with one P each they
-// stop competing for them (cote is single-threaded anyway).
+// gomaxprocs > 0 sets GOMAXPROCS in the Go processes (warren, raw and
+// handoff), as a container limited to that many CPUs does (Go reads the
+// cgroup quota): both processes share this machine's two cores, and with one
+// P each they stop competing for them (cote is single-threaded anyway).
 func (b *bench) reqres(ctx context.Context, im impl, conc, payload, responders, gomaxprocs int) (*measure, error) {
 	defer b.ps.killAll()
 	var cli *proc
 	var err error
-	if im == implRaw {
+	if im == implRaw || im == implHandoff {
 		addr := net.JoinHostPort(b.net.B.IP, rawPort)
-		c := b.base(im, "raw-server")
+		c := b.base(im, string(im)+"-server")
 		c.Addr, c.Procs = addr, gomaxprocs
 		srv, err := b.ps.start(b.net.B, im, c)
 		if err != nil {
@@ -95,7 +96,7 @@ func (b *bench) reqres(ctx context.Context, im impl, conc, payload, responders, 
 		if _, err := srv.await(ctx, "ready", eventTimeout); err != nil {
 			return nil, err
 		}
-		c = b.base(im, "raw-client")
+		c = b.base(im, string(im)+"-client")
 		c.Addr, c.Conc, c.Payload, c.Procs = addr, conc, payload, gomaxprocs
 		if cli, err = b.ps.start(b.net.A, im, c); err != nil {
 			return nil, err
