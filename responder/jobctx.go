@@ -22,12 +22,27 @@ import (
 type jobCtx struct {
 	deadline time.Time // zero: none
 
-	mu     sync.Mutex
-	done   chan struct{} // made on first Done
-	err    error
+	mu   sync.Mutex
+	done chan struct{} // made on first Done
+	err  error
+	more *ctxWatch // made on first AfterFunc, or when the deadline timer is armed
+}
+
+// ctxWatch is the part of a jobCtx that only handlers that watch their
+// context need: kept apart, it costs the others nothing (a job is allocated
+// for every request).
+type ctxWatch struct {
 	timer  *time.Timer
 	funcs  []afterFunc
 	nextID uint64
+}
+
+// watchLocked returns c.more, made if needed. c.mu is held.
+func (c *jobCtx) watchLocked() *ctxWatch {
+	if c.more == nil {
+		c.more = &ctxWatch{}
+	}
+	return c.more
 }
 
 type afterFunc struct {
@@ -84,9 +99,10 @@ func (c *jobCtx) AfterFunc(f func()) (stop func() bool) {
 		go f()
 		return func() bool { return false }
 	}
-	c.nextID++
-	id := c.nextID
-	c.funcs = append(c.funcs, afterFunc{id, f})
+	w := c.watchLocked()
+	w.nextID++
+	id := w.nextID
+	w.funcs = append(w.funcs, afterFunc{id, f})
 	expired := c.armLocked()
 	c.mu.Unlock()
 	if expired {
@@ -95,9 +111,9 @@ func (c *jobCtx) AfterFunc(f func()) (stop func() bool) {
 	return func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		for i, a := range c.funcs {
+		for i, a := range w.funcs {
 			if a.id == id {
-				c.funcs = append(c.funcs[:i], c.funcs[i+1:]...)
+				w.funcs = append(w.funcs[:i], w.funcs[i+1:]...)
 				return true
 			}
 		}
@@ -109,14 +125,14 @@ func (c *jobCtx) AfterFunc(f func()) (stop func() bool) {
 // has none yet. It reports a deadline that has already passed (the caller
 // then cancels c, outside the lock). c.mu is held.
 func (c *jobCtx) armLocked() (expired bool) {
-	if c.deadline.IsZero() || c.err != nil || c.timer != nil {
+	if c.deadline.IsZero() || c.err != nil || (c.more != nil && c.more.timer != nil) {
 		return false
 	}
 	d := time.Until(c.deadline)
 	if d <= 0 {
 		return true
 	}
-	c.timer = time.AfterFunc(d, func() { c.cancel(context.DeadlineExceeded) })
+	c.watchLocked().timer = time.AfterFunc(d, func() { c.cancel(context.DeadlineExceeded) })
 	return false
 }
 
@@ -132,11 +148,13 @@ func (c *jobCtx) cancel(err error) {
 	if c.done != nil {
 		close(c.done)
 	}
-	if c.timer != nil {
-		c.timer.Stop()
+	var funcs []afterFunc
+	if w := c.more; w != nil {
+		if w.timer != nil {
+			w.timer.Stop()
+		}
+		funcs, w.funcs = w.funcs, nil
 	}
-	funcs := c.funcs
-	c.funcs = nil
 	c.mu.Unlock()
 	for _, a := range funcs {
 		a.f()

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/warrenmesh/warren/internal/meshtest"
 	"github.com/warrenmesh/warren/requester"
@@ -53,8 +54,8 @@ func TestJobCtxCancel(t *testing.T) {
 func TestJobCtxDeadline(t *testing.T) {
 	// Err sees a passed deadline with no timer.
 	c := jobCtx{deadline: time.Now().Add(-time.Millisecond)}
-	if !errors.Is(c.Err(), context.DeadlineExceeded) || c.timer != nil {
-		t.Fatalf("Err = %v, timer %v", c.Err(), c.timer)
+	if !errors.Is(c.Err(), context.DeadlineExceeded) || c.more != nil {
+		t.Fatalf("Err = %v, watch %v", c.Err(), c.more)
 	}
 	// Done arms a timer that closes it at the deadline.
 	c2 := jobCtx{deadline: time.Now().Add(20 * time.Millisecond)}
@@ -73,7 +74,7 @@ func TestJobCtxDeadline(t *testing.T) {
 	c3 := jobCtx{deadline: time.Now().Add(time.Hour)}
 	c3.Done()
 	c3.cancel(context.Canceled)
-	if c3.timer.Stop() {
+	if c3.more.timer.Stop() {
 		t.Fatal("timer still armed after cancel")
 	}
 }
@@ -95,7 +96,7 @@ func TestJobCtxDerivedContexts(t *testing.T) {
 	}
 	cancels[0]() // a child cancelled on its own unregisters itself
 	c.mu.Lock()
-	n := len(c.funcs)
+	n := len(c.more.funcs)
 	c.mu.Unlock()
 	if n != 99 {
 		t.Fatalf("%d functions registered after a child was cancelled, want 99", n)
@@ -223,5 +224,13 @@ func TestWorkersAreReusedThenRetire(t *testing.T) {
 	}
 	if err := r.Close(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A job is allocated for every request: its size is kept to the 208-byte
+// size class of the Go allocator (the next classes are 224, 240 and 256).
+func TestJobSize(t *testing.T) {
+	if n := unsafe.Sizeof(job{}); n > 208 {
+		t.Fatalf("a job takes %d bytes: more than the 208-byte size class", n)
 	}
 }
