@@ -244,6 +244,34 @@ func (w *window) run(ctx context.Context, cfg roleConfig) (time.Duration, error)
 	return d, err
 }
 
+// emitLoadResult reports a load run over a window of d: the callers'
+// latency histograms and reply counts are summed.
+func emitLoadResult(d time.Duration, hs []hist.H, counts []int) {
+	var h hist.H
+	n := 0
+	for i := range hs {
+		h.Merge(&hs[i])
+		n += counts[i]
+	}
+	emit(event{Ev: "result", N: float64(n), Secs: d.Seconds(), Rate: float64(n) / d.Seconds(),
+		P50: float64(h.Quantile(0.5)), P99: float64(h.Quantile(0.99))})
+}
+
+// dialRetry dials addr until it answers or ctx ends (the server may not
+// listen yet).
+func dialRetry(ctx context.Context, addr string) (net.Conn, error) {
+	for {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err == nil {
+			return c, nil
+		}
+		if err := sleepCtx(ctx, 10*time.Millisecond); err != nil {
+			return nil, fmt.Errorf("dial %s: %w", addr, err)
+		}
+	}
+}
+
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -303,17 +331,9 @@ func rawServer(ctx context.Context, cfg roleConfig) error {
 // them all, then writes one more for each reply it reads, flushing only when
 // it would otherwise block on the read. With Conc 1 it is a plain ping-pong.
 func rawClient(ctx context.Context, cfg roleConfig) error {
-	var c net.Conn
-	var err error
-	for {
-		var d net.Dialer
-		c, err = d.DialContext(ctx, "tcp", cfg.Addr)
-		if err == nil {
-			break
-		}
-		if err := sleepCtx(ctx, 10*time.Millisecond); err != nil {
-			return fmt.Errorf("dial %s: %w", cfg.Addr, err)
-		}
+	c, err := dialRetry(ctx, cfg.Addr)
+	if err != nil {
+		return err
 	}
 	defer c.Close()
 	context.AfterFunc(ctx, func() { c.Close() })

@@ -232,17 +232,9 @@ func handoffConn(ctx context.Context, c net.Conn) {
 // request and waiting on its own channel for the reader to hand it the
 // reply; it measures like warrenLoad.
 func handoffClient(ctx context.Context, cfg roleConfig) error {
-	var c net.Conn
-	var err error
-	for {
-		var d net.Dialer
-		c, err = d.DialContext(ctx, "tcp", cfg.Addr)
-		if err == nil {
-			break
-		}
-		if err := sleepCtx(ctx, 10*time.Millisecond); err != nil {
-			return fmt.Errorf("dial %s: %w", cfg.Addr, err)
-		}
+	c, err := dialRetry(ctx, cfg.Addr)
+	if err != nil {
+		return err
 	}
 	defer c.Close()
 	// lctx ends with ctx, at the end of the run, or at the first read or
@@ -335,13 +327,6 @@ func handoffClient(ctx context.Context, cfg roleConfig) error {
 	if err != nil {
 		return err
 	}
-	var h hist.H
-	n := 0
-	for i := range hs {
-		h.Merge(&hs[i])
-		n += counts[i]
-	}
-	emit(event{Ev: "result", N: float64(n), Secs: d.Seconds(), Rate: float64(n) / d.Seconds(),
-		P50: float64(h.Quantile(0.5)), P99: float64(h.Quantile(0.99))})
+	emitLoadResult(d, hs, counts)
 	return nil
 }

@@ -178,14 +178,7 @@ func warrenLoad(ctx context.Context, cfg roleConfig, node *mesh.Node, req *reque
 	if err != nil {
 		return err
 	}
-	var h hist.H
-	n := 0
-	for i := range hs {
-		h.Merge(&hs[i])
-		n += counts[i]
-	}
-	emit(event{Ev: "result", N: float64(n), Secs: d.Seconds(), Rate: float64(n) / d.Seconds(),
-		P50: float64(h.Quantile(0.5)), P99: float64(h.Quantile(0.99))})
+	emitLoadResult(d, hs, counts)
 	return nil
 }
 
