@@ -244,6 +244,48 @@ func (w *window) run(ctx context.Context, cfg roleConfig) (time.Duration, error)
 	return d, err
 }
 
+// errStopped, returned by a call of runCallers, stops its caller quietly.
+var errStopped = errors.New("stopped")
+
+// runCallers runs n callers, each making requests one after another with
+// call(i) until the window ends, and reports their replies per second and
+// latencies. A call's error stops its caller; the first one (other than
+// errStopped) is returned once the window has ended.
+func runCallers(ctx context.Context, cfg roleConfig, n int, call func(i int) error) error {
+	var w window
+	hs := make([]hist.H, n)
+	counts := make([]int, n)
+	var firstErr atomic.Pointer[error]
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			for w.get() != 2 {
+				start := time.Now()
+				if err := call(i); err != nil {
+					if !errors.Is(err, errStopped) {
+						firstErr.CompareAndSwap(nil, &err)
+					}
+					return
+				}
+				if w.get() == 1 {
+					counts[i]++
+					hs[i].Record(int64(time.Since(start)))
+				}
+			}
+		})
+	}
+	d, err := w.run(ctx, cfg)
+	wg.Wait()
+	if p := firstErr.Load(); p != nil {
+		return fmt.Errorf("request: %w", *p)
+	}
+	if err != nil {
+		return err
+	}
+	emitLoadResult(d, hs, counts)
+	return nil
+}
+
 // emitLoadResult reports a load run over a window of d: the callers'
 // latency histograms and reply counts are summed.
 func emitLoadResult(d time.Duration, hs []hist.H, counts []int) {

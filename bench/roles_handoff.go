@@ -22,8 +22,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/warrenmesh/warren/bench/internal/hist"
 )
 
 const (
@@ -294,39 +292,20 @@ func handoffClient(ctx context.Context, cfg roleConfig) error {
 	}
 	emit(event{Ev: "first", T: time.Now().UnixNano()})
 
-	var win window
-	hs := make([]hist.H, conc)
-	counts := make([]int, conc)
-	var wg sync.WaitGroup
-	for i := range conc {
-		wg.Go(func() {
-			ch := chans[i]
-			for win.get() != 2 {
-				start := time.Now()
-				if err := w.WriteFrame(uint32(i), data); err != nil {
-					fail(fmt.Errorf("write: %w", err))
-					return
-				}
-				select {
-				case <-ch:
-				case <-lctx.Done():
-					return
-				}
-				if win.get() == 1 {
-					counts[i]++
-					hs[i].Record(int64(time.Since(start)))
-				}
-			}
-		})
-	}
-	d, err := win.run(lctx, cfg)
-	wg.Wait()
+	err = runCallers(lctx, cfg, conc, func(i int) error {
+		if err := w.WriteFrame(uint32(i), data); err != nil {
+			fail(fmt.Errorf("write: %w", err))
+			return errStopped
+		}
+		select {
+		case <-chans[i]:
+			return nil
+		case <-lctx.Done():
+			return errStopped
+		}
+	})
 	if p := firstErr.Load(); p != nil {
 		return fmt.Errorf("request: %w", *p)
 	}
-	if err != nil {
-		return err
-	}
-	emitLoadResult(d, hs, counts)
-	return nil
+	return err
 }

@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/warrenmesh/warren/bench/internal/hist"
 	"github.com/warrenmesh/warren/mesh"
 	"github.com/warrenmesh/warren/publisher"
 	"github.com/warrenmesh/warren/requester"
@@ -148,38 +147,10 @@ func warrenLoad(ctx context.Context, cfg roleConfig, node *mesh.Node, req *reque
 		return fmt.Errorf("first request: %w", err)
 	}
 	emit(event{Ev: "first", T: time.Now().UnixNano()})
-
-	var w window
-	hs := make([]hist.H, cfg.Conc)
-	counts := make([]int, cfg.Conc)
-	var firstErr atomic.Pointer[error]
-	var wg sync.WaitGroup
-	for i := range cfg.Conc {
-		wg.Go(func() {
-			var out []byte
-			for w.get() != 2 {
-				start := time.Now()
-				if err := req.Send(ctx, reqType, data, &out); err != nil {
-					firstErr.CompareAndSwap(nil, &err)
-					return
-				}
-				if w.get() == 1 {
-					counts[i]++
-					hs[i].Record(int64(time.Since(start)))
-				}
-			}
-		})
-	}
-	d, err := w.run(ctx, cfg)
-	wg.Wait()
-	if p := firstErr.Load(); p != nil {
-		return fmt.Errorf("request: %w", *p)
-	}
-	if err != nil {
-		return err
-	}
-	emitLoadResult(d, hs, counts)
-	return nil
+	outs := make([][]byte, cfg.Conc)
+	return runCallers(ctx, cfg, cfg.Conc, func(i int) error {
+		return req.Send(ctx, reqType, data, &outs[i])
+	})
 }
 
 // warrenHeld sends cfg.Count requests while no responder exists and reports
