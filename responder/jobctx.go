@@ -3,6 +3,7 @@ package responder
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,10 +24,43 @@ import (
 type jobCtx struct {
 	deadline time.Time // zero: none
 
+	// state is ctxLive until the context ends, then the code of its error;
+	// Err reads it without a lock. watched is set, under mu, by the first
+	// Done or AfterFunc: only then does cancel take mu, to close done and run
+	// the functions. Both are atomics (sequentially consistent), so a Done
+	// or AfterFunc racing a cancel either sees the context ended or is seen
+	// by cancel.
+	state   atomic.Uint32
+	watched atomic.Bool
+
 	mu   sync.Mutex
-	done chan struct{} // made on first Done
-	err  error
-	more *ctxWatch // made on first AfterFunc, or when the deadline timer is armed
+	done chan struct{} // made on first Done (closedChan if c had ended)
+	more *ctxWatch     // made on first AfterFunc, or when the deadline timer is armed
+}
+
+// closedChan is the Done channel of a jobCtx that had ended when Done was
+// first called.
+var closedChan = func() chan struct{} {
+	ch := make(chan struct{})
+	close(ch)
+	return ch
+}()
+
+// The values of jobCtx.state.
+const (
+	ctxLive uint32 = iota
+	ctxCanceled
+	ctxExpired
+)
+
+func ctxErr(state uint32) error {
+	switch state {
+	case ctxLive:
+		return nil
+	case ctxExpired:
+		return context.DeadlineExceeded
+	}
+	return context.Canceled
 }
 
 // ctxWatch is the part of a jobCtx that only handlers that watch their
@@ -58,24 +92,24 @@ func (c *jobCtx) Deadline() (time.Time, bool) { return c.deadline, !c.deadline.I
 func (c *jobCtx) Value(any) any { return nil }
 
 func (c *jobCtx) Err() error {
-	c.mu.Lock()
-	err := c.err
-	c.mu.Unlock()
-	if err == nil && !c.deadline.IsZero() && !time.Now().Before(c.deadline) {
-		c.cancel(context.DeadlineExceeded)
-		c.mu.Lock()
-		err = c.err
-		c.mu.Unlock()
+	if st := c.state.Load(); st != ctxLive {
+		return ctxErr(st)
 	}
-	return err
+	if !c.deadline.IsZero() && !time.Now().Before(c.deadline) {
+		c.cancel(context.DeadlineExceeded)
+		return ctxErr(c.state.Load())
+	}
+	return nil
 }
 
 func (c *jobCtx) Done() <-chan struct{} {
 	c.mu.Lock()
+	c.watched.Store(true)
 	if c.done == nil {
-		c.done = make(chan struct{})
-		if c.err != nil {
-			close(c.done)
+		if c.state.Load() != ctxLive {
+			c.done = closedChan
+		} else {
+			c.done = make(chan struct{})
 		}
 	}
 	done := c.done
@@ -93,7 +127,8 @@ func (c *jobCtx) Done() <-chan struct{} {
 // context and uses it for every context derived from c.
 func (c *jobCtx) AfterFunc(f func()) (stop func() bool) {
 	c.mu.Lock()
-	if c.err != nil {
+	c.watched.Store(true)
+	if c.state.Load() != ctxLive {
 		c.mu.Unlock()
 		// Not on this goroutine: the context package calls AfterFunc with
 		// the derived context's lock held, and f takes it.
@@ -126,7 +161,7 @@ func (c *jobCtx) AfterFunc(f func()) (stop func() bool) {
 // has none yet. It reports a deadline that has already passed (the caller
 // then cancels c, outside the lock). c.mu is held.
 func (c *jobCtx) armLocked() (expired bool) {
-	if c.deadline.IsZero() || c.err != nil || (c.more != nil && c.more.timer != nil) {
+	if c.deadline.IsZero() || c.state.Load() != ctxLive || (c.more != nil && c.more.timer != nil) {
 		return false
 	}
 	d := time.Until(c.deadline)
@@ -137,16 +172,19 @@ func (c *jobCtx) armLocked() (expired bool) {
 	return false
 }
 
-// cancel ends c with err (the first call wins) and runs the functions
-// registered with AfterFunc.
+// cancel ends c with err, context.Canceled or context.DeadlineExceeded
+// (the first call wins), and runs the functions registered with AfterFunc.
+// A context nobody watched ends without a lock.
 func (c *jobCtx) cancel(err error) {
-	c.mu.Lock()
-	if c.err != nil {
-		c.mu.Unlock()
+	st := ctxCanceled
+	if err == context.DeadlineExceeded {
+		st = ctxExpired
+	}
+	if !c.state.CompareAndSwap(ctxLive, st) || !c.watched.Load() {
 		return
 	}
-	c.err = err
-	if c.done != nil {
+	c.mu.Lock()
+	if c.done != nil && c.done != closedChan {
 		close(c.done)
 	}
 	var funcs []afterFunc

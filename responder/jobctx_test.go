@@ -139,6 +139,117 @@ func TestJobCtxDerivedContexts(t *testing.T) {
 	}
 }
 
+// A context that is cancelled while another goroutine first asks for its
+// Done channel or registers a function ends exactly once either way: its
+// channel is closed and the function runs once (cancel takes no lock when
+// nobody watched).
+func TestJobCtxWatchRacesCancel(t *testing.T) {
+	for i := range 2000 {
+		var c jobCtx
+		var ran atomic.Int32
+		var done <-chan struct{}
+		start := make(chan struct{})
+		watched := make(chan struct{})
+		go func() {
+			<-start
+			if i%2 == 0 {
+				done = c.Done()
+			} else {
+				context.AfterFunc(&c, func() { ran.Add(1) })
+			}
+			close(watched)
+		}()
+		close(start)
+		c.cancel(context.Canceled)
+		<-watched
+		if i%2 == 0 {
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				t.Fatalf("round %d: Done not closed after cancel", i)
+			}
+			continue
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for ran.Load() == 0 && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Microsecond)
+		}
+		time.Sleep(100 * time.Microsecond) // room for a second, wrong run
+		if n := ran.Load(); n != 1 {
+			t.Fatalf("round %d: AfterFunc ran %d times", i, n)
+		}
+	}
+}
+
+// The running jobs are found by key for cancellations: by walking their
+// list while few run, through an index once many do. The index follows
+// additions and removals, and is dropped when none runs.
+func TestRunningJobsFoundByKey(t *testing.T) {
+	r := &Responder{}
+	var jobs []*job
+	add := func(n int) {
+		for range n {
+			j := &job{key: reqKey{node: "n" + string(rune('a'+len(jobs)%3)), from: 7, seq: uint64(len(jobs))}}
+			jobs = append(jobs, j)
+			r.addLocked(j)
+		}
+	}
+	check := func(stage string, gone map[int]bool) {
+		t.Helper()
+		for i, j := range jobs {
+			got := r.findLocked(j.key)
+			if gone[i] && got != nil {
+				t.Fatalf("%s: removed job %d still found", stage, i)
+			}
+			if !gone[i] && got != j {
+				t.Fatalf("%s: job %d not found (got %v)", stage, i, got)
+			}
+		}
+		if r.findLocked(reqKey{node: "other", from: 7, seq: 1}) != nil {
+			t.Fatalf("%s: a key never added was found", stage)
+		}
+	}
+	add(indexAbove)
+	check("few", nil)
+	if r.index != nil {
+		t.Fatal("indexed with only a few jobs running")
+	}
+	add(3 * indexAbove)
+	check("many", nil)
+	if r.index == nil {
+		t.Fatal("not indexed with many jobs running")
+	}
+	gone := map[int]bool{}
+	for i := 0; i < len(jobs); i += 3 { // from the middle, the head and the tail
+		r.removeLocked(jobs[i])
+		gone[i] = true
+	}
+	if last := len(jobs) - 1; !gone[last] {
+		r.removeLocked(jobs[last])
+		gone[last] = true
+	}
+	add(5) // added while indexed
+	check("after removals", gone)
+	if want := len(jobs) - len(gone); r.nrunning != want {
+		t.Fatalf("%d running, want %d", r.nrunning, want)
+	}
+	n := 0
+	for j := r.runHead; j != nil; j = j.next {
+		n++
+	}
+	if n != r.nrunning {
+		t.Fatalf("list holds %d jobs, count says %d", n, r.nrunning)
+	}
+	for i, j := range jobs {
+		if !gone[i] {
+			r.removeLocked(j)
+		}
+	}
+	if r.nrunning != 0 || r.runHead != nil || r.index != nil {
+		t.Fatalf("after removing all: %d running, head %v, index %v", r.nrunning, r.runHead, r.index)
+	}
+}
+
 // Workers are reused while requests keep coming, and retire after being
 // idle for a while; Close leaves none behind.
 func TestWorkersAreReusedThenRetire(t *testing.T) {

@@ -88,6 +88,9 @@ type job struct {
 	ctx  jobCtx
 	back *wire.Writer // held from arrival until the job starts (see start)
 
+	// prev and next link the responder's running jobs (Responder.runHead).
+	prev, next *job
+
 	// small holds the payload of a small request, which then costs no
 	// allocation of its own (jobs are not reused: a handler may keep its
 	// request and context).
@@ -96,7 +99,7 @@ type job struct {
 
 // smallPayload is the largest request payload kept inside its job: with
 // it, a job fills the allocator's 208-byte size class (checked by a test).
-const smallPayload = 40
+const smallPayload = 32
 
 // start releases the job's hold on the connection it came in on: the
 // replies of the jobs that arrived together are written together once the
@@ -129,15 +132,21 @@ type Responder struct {
 	log  *slog.Logger
 
 	mu      sync.Mutex
-	port    *mesh.Port
+	port    atomic.Pointer[mesh.Port] // set once, by the first On (under mu)
 	exact   map[string]HandlerFunc
 	wild    []route
 	active  int   // workers not idle: running a job, or waking to take one
 	waking  int   // workers woken (or started) that have not taken a job yet
 	backlog queue // accepted jobs no worker has taken yet
-	running map[reqKey]*job
-	closed  bool
-	refuse  bool // drained: answer new requests "rejected" so they go elsewhere
+	// The jobs accepted and not finished (queued or running): a list
+	// through job.prev and job.next, newest first, so that a request costs
+	// no map insertion. index finds them by key for cancellations once many
+	// run (see findLocked); it is dropped when none runs.
+	runHead  *job
+	nrunning int
+	index    map[reqKey]*job
+	closed   bool
+	refuse   bool // drained: answer new requests "rejected" so they go elsewhere
 
 	idleW       []*worker     // idle workers, most recently idle last
 	idleFor     time.Duration // workerIdle; tests shorten it
@@ -186,7 +195,6 @@ func New(name string, opts ...Option) (*Responder, error) {
 		node:    cfg.node,
 		log:     log.With("responder", name),
 		exact:   map[string]HandlerFunc{},
-		running: map[reqKey]*job{},
 		idle:    make(chan struct{}, 1),
 		idleFor: workerIdle,
 	}
@@ -233,7 +241,7 @@ func (r *Responder) On(typ string, h HandlerFunc) {
 	}
 	slices.Sort(types)
 	r.routes.Store(rt)
-	if r.port == nil {
+	if r.port.Load() == nil {
 		p, err := r.node.Register(mesh.Component{
 			Kind:      mesh.KindResponder,
 			Name:      r.name,
@@ -246,10 +254,10 @@ func (r *Responder) On(typ string, h HandlerFunc) {
 			r.log.Error("register responder", "err", err)
 			return
 		}
-		r.port = p
+		r.port.Store(p)
 		return
 	}
-	r.port.Update(func(c *mesh.Component) { c.Handles = types })
+	r.port.Load().Update(func(c *mesh.Component) { c.Handles = types })
 }
 
 func (rt *routeTable) lookup(typ string) HandlerFunc {
@@ -267,7 +275,7 @@ func (rt *routeTable) lookup(typ string) HandlerFunc {
 // Stats returns the responder's counters.
 func (r *Responder) Stats() Stats {
 	r.mu.Lock()
-	inflight := len(r.running)
+	inflight := r.nrunning
 	r.mu.Unlock()
 	return Stats{
 		Received: r.received.Load(), Answered: r.answered.Load(), Errors: r.errs.Load(),
@@ -301,8 +309,8 @@ func (h *handler) PeerDown(node string) {
 	}()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for k, j := range r.running {
-		if k.node == node {
+	for j := r.runHead; j != nil; j = j.next {
+		if j.key.node == node {
 			j.cancel()
 		}
 	}
@@ -315,7 +323,7 @@ func (h *handler) PeerDown(node string) {
 				unheld = append(unheld, j.back)
 				j.back = nil
 			}
-			delete(r.running, j.key)
+			r.removeLocked(j)
 			continue
 		}
 		out = append(out, j)
@@ -354,7 +362,7 @@ func (r *Responder) accept(from string, f *wire.Frame) {
 	}
 	// Each job's context stands alone (no shared parent whose lock every
 	// request would take); Close cancels the running jobs itself.
-	r.running[key] = j
+	r.addLocked(j)
 	r.backlog.push(j)
 	// Wake one worker unless one is on its way already: a burst of requests
 	// is taken by the workers that are awake, and each worker that takes a
@@ -500,8 +508,70 @@ func (r *Responder) work(w *worker) {
 		unheld = unheld[:0]
 		r.serve(j)
 		r.mu.Lock()
-		delete(r.running, j.key)
+		r.removeLocked(j)
 	}
+}
+
+// indexAbove is how many jobs may run before a cancellation indexes them
+// instead of walking their list.
+const indexAbove = 64
+
+// addLocked puts j in the list of running jobs (and the index, if there is
+// one). r.mu is held.
+func (r *Responder) addLocked(j *job) {
+	j.prev, j.next = nil, r.runHead
+	if j.next != nil {
+		j.next.prev = j
+	}
+	r.runHead = j
+	r.nrunning++
+	if r.index != nil {
+		r.index[j.key] = j
+	}
+}
+
+// removeLocked takes j out of the list of running jobs. r.mu is held.
+func (r *Responder) removeLocked(j *job) {
+	if j.prev != nil {
+		j.prev.next = j.next
+	} else {
+		r.runHead = j.next
+	}
+	if j.next != nil {
+		j.next.prev = j.prev
+	}
+	j.prev, j.next = nil, nil
+	r.nrunning--
+	if r.index != nil {
+		if r.index[j.key] == j {
+			delete(r.index, j.key)
+		}
+		if r.nrunning == 0 {
+			r.index = nil
+		}
+	}
+}
+
+// findLocked returns the running job with key k, or nil. A few running jobs
+// are walked; with more, the first cancellation indexes them, and the index
+// is kept up to date until none runs, so a storm of cancellations on a busy
+// responder costs a map lookup each. r.mu is held.
+func (r *Responder) findLocked(k reqKey) *job {
+	if r.index == nil {
+		if r.nrunning <= indexAbove {
+			for j := r.runHead; j != nil; j = j.next {
+				if j.key == k {
+					return j
+				}
+			}
+			return nil
+		}
+		r.index = make(map[reqKey]*job, r.nrunning)
+		for j := r.runHead; j != nil; j = j.next {
+			r.index[j.key] = j
+		}
+	}
+	return r.index[k]
 }
 
 // reap retires the workers idle for workerIdle or longer (the oldest are
@@ -603,9 +673,7 @@ func (r *Responder) call(ctx context.Context, h HandlerFunc, req *Request) (res 
 }
 
 func (r *Responder) reply(key reqKey, h *wire.Header, payload []byte) error {
-	r.mu.Lock()
-	p := r.port
-	r.mu.Unlock()
+	p := r.port.Load()
 	if p == nil {
 		return ErrClosed
 	}
@@ -623,9 +691,7 @@ func (r *Responder) reply(key reqKey, h *wire.Header, payload []byte) error {
 
 // post answers from the read loop without blocking.
 func (r *Responder) post(key reqKey, h *wire.Header) {
-	r.mu.Lock()
-	p := r.port
-	r.mu.Unlock()
+	p := r.port.Load()
 	if p == nil {
 		return
 	}
@@ -637,7 +703,7 @@ func (r *Responder) post(key reqKey, h *wire.Header) {
 
 func (r *Responder) cancel(key reqKey) {
 	r.mu.Lock()
-	if j, ok := r.running[key]; ok {
+	if j := r.findLocked(key); j != nil {
 		j.cancel()
 	}
 	r.mu.Unlock()
@@ -656,7 +722,7 @@ func (r *Responder) Close(ctx context.Context) error {
 		return nil
 	}
 	r.closed = true
-	p := r.port
+	p := r.port.Load()
 	r.mu.Unlock()
 	if p == nil {
 		r.stop()
@@ -692,7 +758,7 @@ func (r *Responder) Close(ctx context.Context) error {
 	r.stop()
 	r.stopWorkers()
 	r.mu.Lock()
-	for _, j := range r.running { // handlers still running after a timeout
+	for j := r.runHead; j != nil; j = j.next { // handlers still running after a timeout
 		j.cancel()
 	}
 	r.mu.Unlock()
