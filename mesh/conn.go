@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -60,9 +61,7 @@ func (c *conn) close() {
 
 // liveConn returns the open data connection to node id, or nil.
 func (n *Node) liveConn(id string) *conn {
-	n.peerMu.RLock()
-	p := n.peers[id]
-	n.peerMu.RUnlock()
+	p := n.peerNow(id)
 	if p == nil {
 		return nil
 	}
@@ -70,6 +69,23 @@ func (n *Node) liveConn(id string) *conn {
 		return c
 	}
 	return nil
+}
+
+// peerNow returns the peer with id, or nil. It runs for every send, so it
+// reads a copy of the table instead of taking a lock whose counter both
+// cores would write.
+func (n *Node) peerNow(id string) *peer {
+	if m := n.peerSnap.Load(); m != nil {
+		return (*m)[id]
+	}
+	return nil
+}
+
+// peersChangedLocked publishes a copy of n.peers for peerNow. n.peerMu is
+// held.
+func (n *Node) peersChangedLocked() {
+	m := maps.Clone(n.peers)
+	n.peerSnap.Store(&m)
 }
 
 // peer tracks the connection state for one remote node.
@@ -101,6 +117,7 @@ func (n *Node) peerUp(id, addr string) {
 	if p == nil {
 		p = &peer{id: id}
 		n.peers[id] = p
+		n.peersChangedLocked()
 	}
 	p.member = true
 	if addr != "" {
@@ -114,6 +131,7 @@ func (n *Node) peerGone(id string) {
 	n.peerMu.Lock()
 	p := n.peers[id]
 	delete(n.peers, id)
+	n.peersChangedLocked()
 	var c *conn
 	if p != nil {
 		p.member = false
@@ -132,9 +150,7 @@ func (n *Node) connTo(ctx context.Context, id string) (*conn, error) {
 	if id == n.id {
 		return n.self, nil
 	}
-	n.peerMu.RLock()
-	p := n.peers[id]
-	n.peerMu.RUnlock()
+	p := n.peerNow(id)
 	if p == nil {
 		return nil, fmt.Errorf("%w: %s", ErrUnknownPeer, id)
 	}
@@ -149,9 +165,7 @@ func (n *Node) connNow(id string) (*conn, error) {
 	if id == n.id {
 		return n.self, nil
 	}
-	n.peerMu.RLock()
-	p := n.peers[id]
-	n.peerMu.RUnlock()
+	p := n.peerNow(id)
 	if p == nil {
 		return nil, fmt.Errorf("%w: %s", ErrUnknownPeer, id)
 	}
@@ -417,6 +431,7 @@ func (n *Node) handshakeIn(nc net.Conn, release func()) {
 	if p == nil {
 		p = &peer{id: id, addr: addr}
 		n.peers[id] = p
+		n.peersChangedLocked()
 	}
 	// Exactly one connection per pair: an existing one wins; when both sides
 	// dial at once, the dial from the smaller ID wins.
@@ -585,6 +600,7 @@ func (n *Node) connClosed(c *conn) {
 		// A node that connected without being a member leaves nothing
 		// behind (nor an address anyone would dial).
 		delete(n.peers, c.peer)
+		n.peersChangedLocked()
 	}
 	redial := wasCurrent && p.member && !c.goingAway.Load() && !p.redialing && !n.closing.Load()
 	if redial {

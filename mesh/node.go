@@ -49,12 +49,14 @@ type Node struct {
 	gen         uint64
 	view        atomic.Pointer[View]
 
-	compMu sync.RWMutex
-	comps  map[uint64]*Port
-	nextID atomic.Uint64
+	compMu   sync.RWMutex
+	comps    map[uint64]*Port
+	compSnap atomic.Pointer[map[uint64]*Port] // a copy of comps for every frame's lookup, replaced on each change
+	nextID   atomic.Uint64
 
-	peerMu sync.RWMutex
-	peers  map[string]*peer
+	peerMu   sync.RWMutex
+	peers    map[string]*peer
+	peerSnap atomic.Pointer[map[string]*peer] // a copy of peers for every send's lookup, replaced on each change
 
 	joinMu     sync.Mutex
 	candidates map[string]*candidate

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync/atomic"
 
 	"github.com/warrenmesh/warren/internal/wire"
@@ -45,16 +46,26 @@ func (n *Node) Register(c Component, h Handler) (*Port, error) {
 	c.Handles = append([]string(nil), c.Handles...)
 	n.compMu.Lock()
 	n.comps[p.id] = p
+	n.compsChangedLocked()
 	n.compMu.Unlock()
 	n.publishLocal(func(st *nodeState) { st.Components = append(st.Components, c) })
 	return p, nil
 }
 
+// port returns the local component with id, or nil. It runs for every
+// incoming frame, so it reads a copy of the table instead of taking a lock
+// whose counter both cores would write.
 func (n *Node) port(id uint64) *Port {
-	n.compMu.RLock()
-	p := n.comps[id]
-	n.compMu.RUnlock()
-	return p
+	if m := n.compSnap.Load(); m != nil {
+		return (*m)[id]
+	}
+	return nil
+}
+
+// compsChangedLocked publishes a copy of n.comps for port. n.compMu is held.
+func (n *Node) compsChangedLocked() {
+	m := maps.Clone(n.comps)
+	n.compSnap.Store(&m)
 }
 
 func (n *Node) notifyPeerDown(id string) {
@@ -141,6 +152,7 @@ func (p *Port) Close() {
 	n := p.n
 	n.compMu.Lock()
 	delete(n.comps, p.id)
+	n.compsChangedLocked()
 	n.compMu.Unlock()
 	n.publishLocal(func(st *nodeState) {
 		out := st.Components[:0]
