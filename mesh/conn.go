@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -71,22 +70,11 @@ func (n *Node) liveConn(id string) *conn {
 	return nil
 }
 
-// peerNow returns the peer with id, or nil. It runs for every send, so it
-// reads a copy of the table instead of taking a lock whose counter both
-// cores would write.
-func (n *Node) peerNow(id string) *peer {
-	if m := n.peerSnap.Load(); m != nil {
-		return (*m)[id]
-	}
-	return nil
-}
+// peerNow returns the peer with id, or nil.
+func (n *Node) peerNow(id string) *peer { return n.peerSnap.get(id) }
 
-// peersChangedLocked publishes a copy of n.peers for peerNow. n.peerMu is
-// held.
-func (n *Node) peersChangedLocked() {
-	m := maps.Clone(n.peers)
-	n.peerSnap.Store(&m)
-}
+// peersChangedLocked publishes n.peers for peerNow. n.peerMu is held.
+func (n *Node) peersChangedLocked() { n.peerSnap.publish(n.peers) }
 
 // peer tracks the connection state for one remote node.
 type peer struct {

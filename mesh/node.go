@@ -51,12 +51,12 @@ type Node struct {
 
 	compMu   sync.RWMutex
 	comps    map[uint64]*Port
-	compSnap atomic.Pointer[map[uint64]*Port] // a copy of comps for every frame's lookup, replaced on each change
+	compSnap snapshot[uint64, *Port] // comps, for the lookup of every incoming frame
 	nextID   atomic.Uint64
 
 	peerMu   sync.RWMutex
 	peers    map[string]*peer
-	peerSnap atomic.Pointer[map[string]*peer] // a copy of peers for every send's lookup, replaced on each change
+	peerSnap snapshot[string, *peer] // peers, for the lookup of every send
 
 	joinMu     sync.Mutex
 	candidates map[string]*candidate

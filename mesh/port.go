@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"sync/atomic"
 
 	"github.com/warrenmesh/warren/internal/wire"
@@ -52,21 +51,11 @@ func (n *Node) Register(c Component, h Handler) (*Port, error) {
 	return p, nil
 }
 
-// port returns the local component with id, or nil. It runs for every
-// incoming frame, so it reads a copy of the table instead of taking a lock
-// whose counter both cores would write.
-func (n *Node) port(id uint64) *Port {
-	if m := n.compSnap.Load(); m != nil {
-		return (*m)[id]
-	}
-	return nil
-}
+// port returns the local component with id, or nil.
+func (n *Node) port(id uint64) *Port { return n.compSnap.get(id) }
 
-// compsChangedLocked publishes a copy of n.comps for port. n.compMu is held.
-func (n *Node) compsChangedLocked() {
-	m := maps.Clone(n.comps)
-	n.compSnap.Store(&m)
-}
+// compsChangedLocked publishes n.comps for port. n.compMu is held.
+func (n *Node) compsChangedLocked() { n.compSnap.publish(n.comps) }
 
 func (n *Node) notifyPeerDown(id string) {
 	n.compMu.RLock()
