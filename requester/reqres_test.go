@@ -562,6 +562,57 @@ func TestCancellationReachesTheHandler(t *testing.T) {
 	}
 }
 
+// Many requests queued on a busy responder and then abandoned are found and
+// cancelled there, past the number of jobs the responder walks instead of
+// indexing: each is either dropped before its handler runs or, when its
+// cancellation arrives after the handler started (the cancellations of one
+// context reach the responder in no set order), has its handler's context
+// cancelled; the responder ends with nothing in flight.
+func TestCancellationStormOnABusyResponder(t *testing.T) {
+	const n = 150 // more than the responder's walk limit (64)
+	nodes := meshtest.Cluster(t, 2)
+	r := newResponder(t, nodes[1], "busy", responder.WithConcurrency(1))
+	var ran atomic.Int64
+	r.On("block", func(ctx context.Context, _ *responder.Request) (any, error) {
+		ran.Add(1)
+		<-ctx.Done() // the first request holds the only slot until it is cancelled
+		return nil, ctx.Err()
+	})
+	req := newRequester(t, nodes[0])
+	waitHandlers(t, nodes[0], "block", 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errs := make(chan error, n)
+	for range n {
+		go func() { errs <- req.Send(ctx, "block", nil, nil) }()
+	}
+	meshtest.Eventually(t, 10*time.Second, func() error {
+		if got := r.Stats().InFlight; got != n {
+			return fmt.Errorf("%d requests in the responder, want %d", got, n)
+		}
+		return nil
+	})
+	cancel()
+	for range n {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("abandoned request: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("an abandoned request did not return")
+		}
+	}
+	meshtest.Eventually(t, 10*time.Second, func() error {
+		st := r.Stats()
+		if st.InFlight != 0 || st.Canceled+uint64(ran.Load()) != n {
+			return fmt.Errorf("responder: %d in flight, %d dropped before running, %d handlers cancelled; want 0 in flight and %d in all",
+				st.InFlight, st.Canceled, ran.Load(), n)
+		}
+		return nil
+	})
+}
+
 func TestConcurrencyIsBounded(t *testing.T) {
 	nodes := meshtest.Cluster(t, 2)
 	r := newResponder(t, nodes[1], "bounded", responder.WithConcurrency(2))
