@@ -91,8 +91,8 @@ func FakeMember(n *Node, id string) {
 
 // PeerEntries reports how many peers n keeps connection state for.
 func PeerEntries(n *Node) int {
-	n.peerMu.RLock()
-	defer n.peerMu.RUnlock()
+	n.peerMu.Lock()
+	defer n.peerMu.Unlock()
 	return len(n.peers)
 }
 

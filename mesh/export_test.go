@@ -5,9 +5,9 @@ package mesh
 // DropConn closes the data connection from n to peer, as a network fault
 // would; it reports whether there was one.
 func DropConn(n *Node, peer string) bool {
-	n.peerMu.RLock()
+	n.peerMu.Lock()
 	p := n.peers[peer]
-	n.peerMu.RUnlock()
+	n.peerMu.Unlock()
 	if p == nil {
 		return false
 	}
@@ -21,9 +21,9 @@ func DropConn(n *Node, peer string) bool {
 
 // ConnAddrs returns the local and remote address of n's connection to peer.
 func ConnAddrs(n *Node, peer string) (local, remote string, ok bool) {
-	n.peerMu.RLock()
+	n.peerMu.Lock()
 	p := n.peers[peer]
-	n.peerMu.RUnlock()
+	n.peerMu.Unlock()
 	if p == nil {
 		return "", "", false
 	}

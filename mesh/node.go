@@ -49,12 +49,12 @@ type Node struct {
 	gen         uint64
 	view        atomic.Pointer[View]
 
-	compMu   sync.RWMutex
+	compMu   sync.Mutex
 	comps    map[uint64]*Port
 	compSnap snapshot[uint64, *Port] // comps, for the lookup of every incoming frame
 	nextID   atomic.Uint64
 
-	peerMu   sync.RWMutex
+	peerMu   sync.Mutex
 	peers    map[string]*peer
 	peerSnap snapshot[string, *peer] // peers, for the lookup of every send
 

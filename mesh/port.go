@@ -58,13 +58,7 @@ func (n *Node) port(id uint64) *Port { return n.compSnap.get(id) }
 func (n *Node) compsChangedLocked() { n.compSnap.publish(n.comps) }
 
 func (n *Node) notifyPeerDown(id string) {
-	n.compMu.RLock()
-	ps := make([]*Port, 0, len(n.comps))
-	for _, p := range n.comps {
-		ps = append(ps, p)
-	}
-	n.compMu.RUnlock()
-	for _, p := range ps {
+	for _, p := range n.compSnap.current() {
 		p.h.PeerDown(id)
 	}
 }

@@ -15,12 +15,15 @@ type snapshot[K comparable, V any] struct {
 
 // get returns the value for k in the last published copy (the zero value
 // before the first publish).
-func (s *snapshot[K, V]) get(k K) V {
-	var v V
+func (s *snapshot[K, V]) get(k K) V { return s.current()[k] }
+
+// current returns the last published copy (nil before the first publish),
+// which must not be modified.
+func (s *snapshot[K, V]) current() map[K]V {
 	if m := s.p.Load(); m != nil {
-		v = (*m)[k]
+		return *m
 	}
-	return v
+	return nil
 }
 
 // publish replaces the copy with one of m. Its caller holds the lock that
