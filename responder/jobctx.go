@@ -13,14 +13,13 @@ import (
 // caller's deadline.
 //
 // It is built for the common case of a handler that never looks at its
-// context: it lives inside the job (no allocation of its own), makes its
-// Done channel only when asked, and its ctxWatch (deadline timer and
-// AfterFunc list) only for AfterFunc, or for Done on a context with a
-// deadline. Err checks the deadline
-// against the clock, so a handler that polls Err sees it pass without any
-// timer. Contexts derived from it (context.WithTimeout and the like) hook in
-// through AfterFunc, as they do on the standard library's contexts, with no
-// goroutine per derived context.
+// context: it lives inside the job (no allocation of its own), ends without
+// a lock, makes its Done channel only when asked, and its ctxWatch (deadline
+// timer and AfterFunc list) only for AfterFunc, or for Done on a context
+// with a deadline. Err checks the deadline against the clock, so a handler
+// that polls Err sees it pass without any timer. Contexts derived from it
+// (context.WithTimeout and the like) hook in through AfterFunc, as they do
+// on the standard library's contexts, with no goroutine per derived context.
 type jobCtx struct {
 	deadline time.Time // zero: none
 
