@@ -328,7 +328,43 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 // rawServer echoes length-prefixed frames on every connection, flushing only
 // when no further request is already buffered (batched writes).
 func rawServer(ctx context.Context, cfg roleConfig) error {
-	ln, err := net.Listen("tcp", cfg.Addr)
+	return serveTCP(ctx, cfg.Addr, func(c net.Conn) { go rawConn(c) })
+}
+
+// rawConn echoes the frames of one connection until it ends.
+func rawConn(c net.Conn) {
+	defer c.Close()
+	br := bufio.NewReaderSize(c, 256<<10)
+	bw := bufio.NewWriterSize(c, 256<<10)
+	var hdr [4]byte
+	buf := make([]byte, 0, 64<<10)
+	for {
+		if br.Buffered() < 4 {
+			if bw.Flush() != nil {
+				return
+			}
+		}
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			return
+		}
+		n := binary.BigEndian.Uint32(hdr[:])
+		if n > 16<<20 {
+			return
+		}
+		buf = buf[:n]
+		if _, err := io.ReadFull(br, buf); err != nil {
+			return
+		}
+		bw.Write(hdr[:])
+		bw.Write(buf)
+	}
+}
+
+// serveTCP listens on addr, reports "ready", and hands each accepted
+// connection to serve (on the accepting goroutine: serve starts what runs
+// it) until ctx ends.
+func serveTCP(ctx context.Context, addr string, serve func(net.Conn)) error {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
@@ -339,33 +375,7 @@ func rawServer(ctx context.Context, cfg roleConfig) error {
 		if err != nil {
 			return nil
 		}
-		go func() {
-			defer c.Close()
-			br := bufio.NewReaderSize(c, 256<<10)
-			bw := bufio.NewWriterSize(c, 256<<10)
-			var hdr [4]byte
-			buf := make([]byte, 0, 64<<10)
-			for {
-				if br.Buffered() < 4 {
-					if bw.Flush() != nil {
-						return
-					}
-				}
-				if _, err := io.ReadFull(br, hdr[:]); err != nil {
-					return
-				}
-				n := binary.BigEndian.Uint32(hdr[:])
-				if n > 16<<20 {
-					return
-				}
-				buf = buf[:n]
-				if _, err := io.ReadFull(br, buf); err != nil {
-					return
-				}
-				bw.Write(hdr[:])
-				bw.Write(buf)
-			}
-		}()
+		serve(c)
 	}
 }
 

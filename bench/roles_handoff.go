@@ -176,21 +176,9 @@ func (q *jobQueue) close() {
 // request to one of handoffWorkers workers, which writes the reply through
 // the connection's combiner.
 func handoffServer(ctx context.Context, cfg roleConfig) error {
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return err
-	}
-	context.AfterFunc(ctx, func() { ln.Close() })
-	emit(event{Ev: "ready"})
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return nil
-		}
-		wg.Go(func() { handoffConn(ctx, c) })
-	}
+	return serveTCP(ctx, cfg.Addr, func(c net.Conn) { wg.Go(func() { handoffConn(ctx, c) }) })
 }
 
 func handoffConn(ctx context.Context, c net.Conn) {
