@@ -44,10 +44,22 @@ func (r *Requester) Go(ctx context.Context, typ string, req, reply any, opts ...
 		cl.fail(err)
 		return cl
 	}
-	// When ctx ends first, the call is withdrawn and fails with ctx's error;
-	// a call that completes first unregisters this (and its timeout).
 	cl.cancel = cancel
 	c.release = cl.release
+	if err := r.dispatch(c); err != nil {
+		if err != ErrClosed {
+			r.failed.Add(1)
+		}
+		cl.counted = true
+		r.deliver(c, result{err: err})
+		return cl
+	}
+	if c.watched || c.ctxDone == nil {
+		return cl // the requester watches ctx (see ctxWatch), or it never ends
+	}
+	// When ctx ends first, the call is withdrawn and fails with ctx's error
+	// (at once if it has ended already); a call that completes first
+	// unregisters this (and its timeout).
 	stop := context.AfterFunc(ctx, func() {
 		if r.abandon(c) {
 			err := r.ctxError(c, ctx)
@@ -61,13 +73,6 @@ func (r *Requester) Go(ctx context.Context, typ string, req, reply any, opts ...
 	cl.mu.Unlock()
 	if released {
 		stop()
-	}
-	if err := r.dispatch(c); err != nil {
-		if err != ErrClosed {
-			r.failed.Add(1)
-		}
-		cl.counted = true
-		r.deliver(c, result{err: err})
 	}
 	return cl
 }

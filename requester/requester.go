@@ -36,6 +36,11 @@ type Requester struct {
 	track   bool             // the balancer reads Target.Pending (all but round-robin)
 	seq     uint64
 	closed  bool
+	// watches watch the contexts that many of Send's calls share (see
+	// watchLocked); lastDone is the Done channel of the last call that
+	// found none, the candidate for the next watch.
+	watches  map[<-chan struct{}]*ctxWatch
+	lastDone <-chan struct{}
 
 	cacheMu sync.Mutex                 // serializes updates of cache
 	cache   atomic.Pointer[routeCache] // read without a lock on every Send
@@ -91,12 +96,43 @@ type call struct {
 	excluded    []tkey
 	waitGen     uint64 // every target refused it: wait for a catalogue newer than this
 	wasHeld     bool
-	res         result        // set by deliver, before done is signalled
-	done        chan struct{} // signalled by deliver: exactly one delivery per call
-	recycled    bool          // a Send call: done gets one send (not closed) and the call is reused
-	replyBuf    []byte        // recycled calls: the buffer that holds the reply's payload
-	release     func()        // Go calls: ends the context watch; run by deliver
+	res         result          // set by deliver, before done is signalled
+	done        chan struct{}   // signalled by deliver: exactly one delivery per call
+	recycled    bool            // a Send call: done gets one send (not closed) and the call is reused
+	replyBuf    []byte          // recycled calls: the buffer that holds the reply's payload
+	release     func()          // Go calls: ends the context watch; run by deliver
+	ctxDone     <-chan struct{} // ctx.Done(), taken once by prepare
+	// Calls on a context that other calls share are watched by the
+	// requester instead of their caller (see ctxWatch): watch is the one
+	// whose list the call is in (until it is done), and watched tells Send
+	// or Go so. watchDecided is set by the first dispatch, which runs in
+	// the goroutine of Send or Go.
+	watch        *ctxWatch
+	wprev, wnext *call
+	watched      bool
+	watchDecided bool
 }
+
+// ctxWatch watches a context shared by many calls, so that each needs no
+// watch of its own: Send's caller waits on its call's channel alone, and
+// Go registers no function on the context. Otherwise every call takes the
+// shared context's lock (twice for a select on its channel, and a map
+// insertion and deletion for context.AfterFunc), and under load the
+// callers on every core fight over it. When the context ends, the watch's
+// function walks its calls and ends them with the context's error,
+// wherever they are (held, in flight, or between two attempts). Its
+// fields are guarded by the requester's mu.
+type ctxWatch struct {
+	done <-chan struct{}
+	ctx  context.Context // the first call's, for its error (all share done)
+	stop func() bool     // unregisters the function from ctx
+	head *call           // the calls not done yet, through call.wnext
+	n    int
+}
+
+// maxWatches bounds the contexts a requester watches at once. Past it,
+// calls on other contexts wait on them themselves.
+const maxWatches = 8
 
 // Send's calls are recycled: a call costs two allocations (itself and its
 // done channel) and the reply's copy a third, a fifth of a request's
@@ -222,14 +258,18 @@ func (r *Requester) Send(ctx context.Context, typ string, req, reply any, opts .
 		}
 		return err
 	}
-	select {
-	case <-c.done:
-	case <-ctx.Done():
-		if r.abandon(c) {
-			r.releasePayload(c)
-			return r.ctxError(c, ctx)
+	if c.watched || c.ctxDone == nil {
+		<-c.done // the watch ends it with ctx's error, if ctx ends first
+	} else {
+		select {
+		case <-c.done:
+		case <-c.ctxDone:
+			if r.abandon(c) {
+				r.releasePayload(c)
+				return r.ctxError(c, ctx)
+			}
+			<-c.done
 		}
-		<-c.done
 	}
 	r.releasePayload(c)
 	err = r.finish(c, reply)
@@ -262,7 +302,7 @@ func (r *Requester) prepare(ctx context.Context, c *call, typ string, req any, o
 			return ctx, cancel, fmt.Errorf("requester: %q: %w", typ, err)
 		}
 	}
-	c.ctx, c.typ, c.payload = ctx, typ, payload
+	c.ctx, c.ctxDone, c.typ, c.payload = ctx, ctx.Done(), typ, payload
 	for _, o := range opts {
 		o(c)
 	}
@@ -290,17 +330,25 @@ func (r *Requester) releasePayload(c *call) {
 	c.buf = nil
 }
 
+// ctxError is the error of a call whose context ended; it counts the call
+// as failed.
 func (r *Requester) ctxError(c *call, ctx context.Context) error {
 	r.failed.Add(1)
+	return r.ctxEndError(c, ctx.Err())
+}
+
+// ctxEndError is the error of a call whose context ended with err (and
+// counts a timeout, not a failure).
+func (r *Requester) ctxEndError(c *call, err error) error {
 	where := "in flight"
 	if c.wasHeld && c.seq == 0 {
 		where = "held: no eligible responder appeared"
 	}
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	if errors.Is(err, context.DeadlineExceeded) {
 		r.timedOut.Add(1)
-		return fmt.Errorf("%w: %q (%s): %w", ErrTimeout, c.typ, where, ctx.Err())
+		return fmt.Errorf("%w: %q (%s): %w", ErrTimeout, c.typ, where, err)
 	}
-	return fmt.Errorf("requester: %q (%s): %w", c.typ, where, ctx.Err())
+	return fmt.Errorf("requester: %q (%s): %w", c.typ, where, err)
 }
 
 // finish turns c's delivered result into what Send returns.
@@ -393,13 +441,19 @@ func (r *Requester) dispatch(c *call) error {
 			return nil // abandoned meanwhile
 		}
 		if r.closed {
-			c.state = stateDone
+			r.doneLocked(c)
 			r.mu.Unlock()
 			return ErrClosed
 		}
+		if !c.watchDecided {
+			c.watchDecided = true
+			if c.ctxDone != nil {
+				r.watchLocked(c)
+			}
+		}
 		if len(targets) == 0 {
 			if e.peers && !e.handled {
-				c.state = stateDone
+				r.doneLocked(c)
 				r.mu.Unlock()
 				if c.subset != "" {
 					return fmt.Errorf("%w: %q in subset %q", ErrNoHandler, c.typ, c.subset)
@@ -407,7 +461,7 @@ func (r *Requester) dispatch(c *call) error {
 				return fmt.Errorf("%w: %q", ErrNoHandler, c.typ)
 			}
 			if r.heldN >= r.cfg.maxPending {
-				c.state = stateDone
+				r.doneLocked(c)
 				r.mu.Unlock()
 				return fmt.Errorf("%w: %q: %d requests already wait for a responder", ErrQueueFull, c.typ, r.cfg.maxPending)
 			}
@@ -446,7 +500,7 @@ func (r *Requester) dispatch(c *call) error {
 			left := time.Until(dl)
 			if left <= 0 {
 				r.forget(c)
-				return nil // the caller sees its context end
+				return nil // the caller (or its watch) sees its context end
 			}
 			h.Deadline = int64(left)
 		}
@@ -463,7 +517,7 @@ func (r *Requester) dispatch(c *call) error {
 			r.finishState(c)
 			return fmt.Errorf("requester: %q: request of %d bytes: %w", c.typ, len(c.payload), err)
 		case c.ctx.Err() != nil:
-			return nil // the caller sees its context end
+			return nil // the caller (or its watch) sees its context end
 		case errors.Is(err, mesh.ErrClosed):
 			r.finishState(c)
 			return fmt.Errorf("requester: %q: %w", c.typ, err)
@@ -493,8 +547,136 @@ func (r *Requester) forget(c *call) bool {
 
 func (r *Requester) finishState(c *call) {
 	r.mu.Lock()
-	c.state = stateDone
+	r.doneLocked(c)
 	r.mu.Unlock()
+}
+
+// doneLocked marks c done, the one delivery of its result being on its
+// way, and takes it off its context's watch. r.mu is held.
+func (r *Requester) doneLocked(c *call) {
+	c.state = stateDone
+	w := c.watch
+	if w == nil {
+		return
+	}
+	if c.wprev != nil {
+		c.wprev.wnext = c.wnext
+	} else {
+		w.head = c.wnext
+	}
+	if c.wnext != nil {
+		c.wnext.wprev = c.wprev
+	}
+	c.watch, c.wprev, c.wnext = nil, nil, nil
+	w.n--
+}
+
+// watchLocked decides, on its first dispatch, whether Send's call c is
+// watched by the requester (see ctxWatch). A context gets a watch when a
+// second call in a row uses it (a context made for one call never does),
+// while fewer than maxWatches are watched; watches end with their
+// context, and one that watches no call may give way to a new one. r.mu
+// is held.
+func (r *Requester) watchLocked(c *call) {
+	d := c.ctxDone
+	w := r.watches[d]
+	if w == nil {
+		if d != r.lastDone {
+			r.lastDone = d
+			return
+		}
+		select {
+		case <-d:
+			return // ended already: the caller sees it at once
+		default:
+		}
+		if len(r.watches) >= maxWatches && !r.evictWatchLocked() {
+			return
+		}
+		w = &ctxWatch{done: d, ctx: c.ctx}
+		if r.watches == nil {
+			r.watches = make(map[<-chan struct{}]*ctxWatch, 1)
+		}
+		r.watches[d] = w
+		r.lastDone = nil
+		w.stop = context.AfterFunc(c.ctx, func() { r.watchEnded(w) })
+	}
+	c.watch, c.watched = w, true
+	c.wnext = w.head
+	if c.wnext != nil {
+		c.wnext.wprev = c
+	}
+	w.head = c
+	w.n++
+}
+
+// evictWatchLocked drops a watch that watches no call, if there is one.
+// r.mu is held.
+func (r *Requester) evictWatchLocked() bool {
+	for d, w := range r.watches {
+		if w.n == 0 {
+			w.stop()
+			delete(r.watches, d)
+			return true
+		}
+	}
+	return false
+}
+
+// watchEnded runs when a watched context ends: it ends every call still
+// watched with the context's error, as abandon does for a caller that
+// watches its own.
+func (r *Requester) watchEnded(w *ctxWatch) {
+	var (
+		ended   []*call
+		errs    []error
+		notices []cancelNotice
+	)
+	cause := w.ctx.Err()
+	r.mu.Lock()
+	if r.watches[w.done] == w {
+		delete(r.watches, w.done)
+	}
+	for w.head != nil {
+		c := w.head
+		switch c.state {
+		case stateHeld:
+			r.heldN--
+		case stateSent:
+			delete(r.calls, c.seq)
+			r.unpend(c.target)
+			notices = append(notices, cancelNotice{c.target, c.seq})
+		}
+		// stateIdle: between two attempts, its dispatch sees it done.
+		r.doneLocked(c)
+		ended = append(ended, c)
+		errs = append(errs, r.ctxEndError(c, cause))
+	}
+	r.mu.Unlock()
+	for i, c := range ended {
+		r.deliver(c, result{err: errs[i]})
+	}
+	r.sendCancels(notices)
+}
+
+// cancelNotice names a request a caller stopped waiting for.
+type cancelNotice struct {
+	t   tkey
+	seq uint64
+}
+
+// sendCancels tells the responders of requests their callers stopped
+// waiting for, so that their handlers' contexts are cancelled (best
+// effort: a second at most in all).
+func (r *Requester) sendCancels(notices []cancelNotice) {
+	if len(notices) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for _, n := range notices {
+		r.port.Send(ctx, n.t.node, wire.KindCancel, &wire.Header{To: n.t.id, Seq: n.seq}, nil)
+	}
 }
 
 func (r *Requester) unpend(k tkey) {
@@ -521,16 +703,13 @@ func (r *Requester) abandon(c *call) bool {
 	case stateSent:
 		delete(r.calls, c.seq)
 		r.unpend(c.target)
-		t, seq := c.target, c.seq
-		c.state = stateDone
+		n := cancelNotice{c.target, c.seq}
+		r.doneLocked(c)
 		r.mu.Unlock()
-		// Tell the responder, so its handler's context is cancelled.
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		r.port.Send(ctx, t.node, wire.KindCancel, &wire.Header{To: t.id, Seq: seq}, nil)
-		cancel()
+		r.sendCancels([]cancelNotice{n})
 		return true
 	}
-	c.state = stateDone
+	r.doneLocked(c)
 	r.mu.Unlock()
 	return true
 }
@@ -637,7 +816,7 @@ func (h *handler) HandleFrame(from string, f *wire.Frame) {
 		r.poke()
 		return
 	}
-	c.state = stateDone
+	r.doneLocked(c)
 	r.mu.Unlock()
 	res := result{status: f.Header.Status, code: f.Header.Code, msg: f.Header.Msg}
 	if len(f.Payload) > 0 {
@@ -669,7 +848,7 @@ func (h *handler) PeerDown(node string) {
 			requeued = true
 			continue
 		}
-		c.state = stateDone
+		r.doneLocked(c)
 		lost = append(lost, c)
 	}
 	r.mu.Unlock()
@@ -706,7 +885,7 @@ func (r *Requester) Close(ctx context.Context) error {
 	var failed []*call
 	for _, c := range r.held {
 		if c.state == stateHeld {
-			c.state = stateDone
+			r.doneLocked(c)
 			failed = append(failed, c)
 		}
 	}
@@ -733,12 +912,27 @@ func (r *Requester) Close(ctx context.Context) error {
 		}
 	}
 	r.mu.Lock()
+	var notices []cancelNotice
 	for seq, c := range r.calls {
 		delete(r.calls, seq)
-		c.state = stateDone
+		notices = append(notices, cancelNotice{c.target, seq})
+		r.doneLocked(c)
 		r.deliver(c, result{err: fmt.Errorf("%w: %q was in flight when the requester closed", ErrClosed, c.typ)})
 	}
+	for d, w := range r.watches {
+		// What a watch still has is between two attempts (or waits for
+		// its context's end after a failed one): it fails now.
+		for w.head != nil {
+			c := w.head
+			r.doneLocked(c)
+			r.deliver(c, result{err: fmt.Errorf("%w: %q was being sent when the requester closed", ErrClosed, c.typ)})
+		}
+		w.stop()
+		delete(r.watches, d)
+	}
+	r.lastDone = nil
 	r.mu.Unlock()
+	r.sendCancels(notices)
 	r.stop()
 	r.wg.Wait()
 	r.port.Close()
