@@ -19,6 +19,12 @@
 // is down, then costs no goroutine per request, only the payload and a few
 // hundred bytes each.
 //
+// When ctx ends before the reply, the call returns ctx's error and the
+// responder is told, so that its handler's context is cancelled (best
+// effort). Many calls may share one context (a worker pool's root context,
+// say): the requester then watches it once for all of them rather than
+// once per call, so concurrent callers do not contend for its lock.
+//
 // Failures are typed for errors.Is and errors.As: ErrTimeout, ErrQueueFull,
 // ErrNoHandler (responders exist but none handles the type),
 // ErrResponderLost (the responder died mid-request: retryable), ErrDecode,
