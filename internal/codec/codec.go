@@ -5,6 +5,7 @@ package codec
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -36,6 +37,13 @@ func Encode(v any) (*Buffer, error) {
 	b := encPool.Get().(*Buffer)
 	b.buf.Reset()
 	if v == nil {
+		return b, nil
+	}
+	if p, ok := v.([]byte); ok && p != nil {
+		// Raw bytes (an encoding of the caller's own, often) are written as
+		// msgpack's encoder writes them, without its reflection and with
+		// nothing for canonical to rewrite or refuse.
+		appendBin(&b.buf, p)
 		return b, nil
 	}
 	if err := b.enc.Encode(v); err != nil {
@@ -98,6 +106,9 @@ func Unmarshal(data []byte, v any) error {
 	if len(data) == 0 {
 		return nil
 	}
+	if p, ok := v.(*[]byte); ok && p != nil && decodeBin(data, p) {
+		return nil
+	}
 	// Payloads come from the network: refuse, before the decoder sees
 	// them, those whose claimed sizes would make it allocate without bound.
 	if err := Check(data, PayloadLimits); err != nil {
@@ -114,4 +125,54 @@ func Unmarshal(data []byte, v any) error {
 		return fmt.Errorf("%w into %T: %w", ErrDecode, v, err)
 	}
 	return nil
+}
+
+// appendBin writes p as a msgpack bin, byte for byte as msgpack's encoder
+// does (bin 8, 16 or 32, whichever is shortest).
+func appendBin(buf *bytes.Buffer, p []byte) {
+	n := len(p)
+	buf.Grow(5 + n)
+	switch {
+	case n < 1<<8:
+		buf.WriteByte(0xc4)
+		buf.WriteByte(byte(n))
+	case n < 1<<16:
+		buf.Write([]byte{0xc5, byte(n >> 8), byte(n)})
+	default:
+		buf.Write([]byte{0xc6, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
+	}
+	buf.Write(p)
+}
+
+// decodeBin decodes data into *p, as msgpack's decoder would, when data is
+// exactly one msgpack bin; it reports false (leaving *p alone) for anything
+// else, which then goes the general way.
+func decodeBin(data []byte, p *[]byte) bool {
+	var h, n int
+	switch {
+	case data[0] == 0xc4 && len(data) >= 2:
+		h, n = 2, int(data[1])
+	case data[0] == 0xc5 && len(data) >= 3:
+		h, n = 3, int(binary.BigEndian.Uint16(data[1:]))
+	case data[0] == 0xc6 && len(data) >= 5:
+		h, n = 5, int(binary.BigEndian.Uint32(data[1:]))
+	default:
+		return false
+	}
+	if len(data)-h != n {
+		return false // truncated, or more than one value: as the decoder says
+	}
+	// Like msgpack's decoder: the slice's own array is reused when it is
+	// large enough, and a nil slice gets a new one (empty, not nil, for
+	// no bytes).
+	switch {
+	case *p != nil && n <= cap(*p):
+		*p = (*p)[:n]
+	case n == 0:
+		*p = []byte{}
+	default:
+		*p = make([]byte, n)
+	}
+	copy(*p, data[h:])
+	return true
 }

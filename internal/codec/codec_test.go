@@ -1,8 +1,12 @@
 package codec
 
 import (
+	"bytes"
 	"errors"
+	"slices"
 	"testing"
+
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 type card struct {
@@ -48,5 +52,70 @@ func TestNil(t *testing.T) {
 	var s string
 	if err := Unmarshal(nil, &s); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// []byte payloads skip msgpack's reflection both ways: the bytes written
+// and the slice decoded must be exactly msgpack's, for every length class
+// and every state of the destination slice, and whatever is not exactly
+// one bin must still go msgpack's way.
+func TestBytesFastPathMatchesMsgpack(t *testing.T) {
+	for _, n := range []int{0, 1, 31, 32, 255, 256, 65535, 65536, 70000} {
+		p := make([]byte, n)
+		for i := range p {
+			p[i] = byte(i * 7)
+		}
+		got, err := Encode(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := msgpack.Marshal(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.Bytes(), want) {
+			t.Fatalf("Encode of %d bytes: % x..., msgpack writes % x...", n, got.Bytes()[:min(8, got.buf.Len())], want[:min(8, len(want))])
+		}
+		got.Release()
+
+		for _, dst := range [][]byte{nil, {}, make([]byte, 3, 4), make([]byte, 1, n+1)} {
+			fast, slow := slices.Clone(dst), slices.Clone(dst)
+			if dst != nil && fast == nil {
+				fast, slow = []byte{}, []byte{}
+			}
+			if !decodeBin(want, &fast) {
+				t.Fatalf("decodeBin refused a bin of %d bytes", n)
+			}
+			if err := msgpack.Unmarshal(want, &slow); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(fast, slow) || (fast == nil) != (slow == nil) || len(fast) != len(slow) {
+				t.Fatalf("%d bytes into %v: fast path %d bytes (nil %v), msgpack %d (nil %v)",
+					n, dst, len(fast), fast == nil, len(slow), slow == nil)
+			}
+		}
+	}
+	// A destination large enough is reused, as msgpack does.
+	buf := make([]byte, 0, 64)
+	if err := Unmarshal([]byte{0xc4, 2, 'h', 'i'}, &buf); err != nil || string(buf) != "hi" || &buf[:1][0] != &buf[:cap(buf)][0] || cap(buf) != 64 {
+		t.Fatalf("decoded %q (cap %d), %v; want \"hi\" in the same array", buf, cap(buf), err)
+	}
+	// Not exactly one bin: the general way decides, as before.
+	var out []byte
+	if err := Unmarshal([]byte{0xc4, 5, 'a'}, &out); !errors.Is(err, ErrDecode) || !errors.Is(err, ErrLimits) {
+		t.Fatalf("truncated bin: %v, want ErrDecode and ErrLimits", err)
+	}
+	if err := Unmarshal([]byte{0xa2, 'h', 'i'}, &out); err != nil || string(out) != "hi" {
+		t.Fatalf("str into []byte: %q, %v", out, err)
+	}
+	out = []byte("x")
+	if err := Unmarshal([]byte{0xc0}, &out); err != nil || out != nil {
+		t.Fatalf("nil into []byte: %q, %v; want nil", out, err)
+	}
+	if err := Unmarshal([]byte{0xc4, 1, 'a', 0xc0}, &out); err != nil || string(out) != "a" {
+		t.Fatalf("bin then more bytes: %q, %v; want what msgpack decodes", out, err)
+	}
+	if b, err := Encode([]byte(nil)); err != nil || !bytes.Equal(b.Bytes(), []byte{0xc0}) {
+		t.Fatalf("nil []byte encodes to % x, %v; want msgpack's nil", b.Bytes(), err)
 	}
 }
