@@ -36,7 +36,7 @@ type Requester struct {
 	track   bool             // the balancer reads Target.Pending (all but round-robin)
 	seq     uint64
 	closed  bool
-	// watches watch the contexts that many of Send's calls share (see
+	// watches watch the contexts that many calls share (see
 	// watchLocked); lastDone is the Done channel of the last call that
 	// found none, the candidate for the next watch.
 	watches  map[<-chan struct{}]*ctxWatch
@@ -571,8 +571,8 @@ func (r *Requester) doneLocked(c *call) {
 	w.n--
 }
 
-// watchLocked decides, on its first dispatch, whether Send's call c is
-// watched by the requester (see ctxWatch). A context gets a watch when a
+// watchLocked decides, on its first dispatch, whether call c is watched
+// by the requester (see ctxWatch). A context gets a watch when a
 // second call in a row uses it (a context made for one call never does),
 // while fewer than maxWatches are watched; watches end with their
 // context, and one that watches no call may give way to a new one. r.mu

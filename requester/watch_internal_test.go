@@ -369,3 +369,45 @@ func TestWatchEndsCallsBetweenStates(t *testing.T) {
 		t.Fatalf("%d watches holding %d calls, want none", w, calls)
 	}
 }
+
+// Go's calls share watches too: held on one context, they register no
+// function of their own on it, and all end with it, each counted once.
+func TestGoCallsShareTheWatch(t *testing.T) {
+	meshtest.CheckGoroutines(t)
+	const n = 20
+	req, _ := watchCluster(t, true)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var calls []*Pending
+	for range n {
+		calls = append(calls, req.Go(ctx, "nobody", nil, nil))
+	}
+	if w, watched := watchState(req); w != 1 || watched != n-1 {
+		t.Fatalf("%d watches holding %d calls, want 1 holding %d", w, watched, n-1)
+	}
+	for i, cl := range calls[1:] {
+		cl.mu.Lock()
+		registered := cl.stop != nil
+		cl.mu.Unlock()
+		if registered {
+			t.Fatalf("watched call %d registered a function on its context", i+1)
+		}
+	}
+	cancel()
+	for i, cl := range calls {
+		select {
+		case <-cl.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatalf("call %d still waits 5 s after its context ended", i)
+		}
+		if err := cl.Wait(); !errors.Is(err, context.Canceled) {
+			t.Fatalf("call %d: %v, want context.Canceled", i, err)
+		}
+	}
+	if st := req.Stats(); st.Held != 0 || st.Failed != n {
+		t.Fatalf("stats %+v: want none held and %d failed", st, n)
+	}
+	if w, watched := watchState(req); w != 0 || watched != 0 {
+		t.Fatalf("%d watches holding %d calls, want none", w, watched)
+	}
+}
