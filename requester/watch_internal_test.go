@@ -37,6 +37,15 @@ func watchState(r *Requester) (watches, calls int) {
 // and those that saw their context cancelled.
 type blockCounts struct{ started, cancelled atomic.Int64 }
 
+// noWatches fails the test unless r watches nothing (when says at what
+// point of the test).
+func noWatches(t *testing.T, r *Requester, when string) {
+	t.Helper()
+	if w, calls := watchState(r); w != 0 || calls != 0 {
+		t.Fatalf("%s: %d watches holding %d calls, want none", when, w, calls)
+	}
+}
+
 // watchCluster is a requester on one node and, unless noResponder, a
 // responder on another whose "block" handler waits for its context and
 // whose "echo" handler answers.
@@ -143,9 +152,7 @@ func TestSharedContextIsWatchedOnce(t *testing.T) {
 			t.Fatalf("cancelled call: %v, want context.Canceled", err)
 		}
 	}
-	if w, calls := watchState(req); w != 0 || calls != 0 {
-		t.Fatalf("after the context ended: %d watches holding %d calls, want none", w, calls)
-	}
+	noWatches(t, req, "after the context ended")
 	st := req.Stats()
 	if st.InFlight != 0 || st.Held != 0 || st.Failed != n {
 		t.Fatalf("stats %+v: want nothing in flight or held and %d failed", st, n)
@@ -179,9 +186,7 @@ func TestSharedDeadlineEndsHeldCalls(t *testing.T) {
 	if st.Held != 0 || st.TimedOut != n || st.Failed != n || st.Sent != 0 {
 		t.Fatalf("stats %+v: want none held or sent, %d timed out and failed", st, n)
 	}
-	if w, calls := watchState(req); w != 0 || calls != 0 {
-		t.Fatalf("%d watches holding %d calls, want none", w, calls)
-	}
+	noWatches(t, req, "after the deadline")
 }
 
 // A context per call, the usual case, never costs a watch.
@@ -243,9 +248,7 @@ func TestWatchesAreBounded(t *testing.T) {
 			t.Fatalf("cancelled call: %v, want context.Canceled", err)
 		}
 	}
-	if w, calls := watchState(req); w != 0 || calls != 0 {
-		t.Fatalf("%d watches holding %d calls after every context ended, want none", w, calls)
-	}
+	noWatches(t, req, "after every context ended")
 	if st := req.Stats(); st.InFlight != 0 || st.Held != 0 {
 		t.Fatalf("stats %+v: want nothing in flight or held", st)
 	}
@@ -319,9 +322,7 @@ func TestCloseEndsWatchedCalls(t *testing.T) {
 			t.Fatalf("call in flight at Close: %v, want ErrClosed", err)
 		}
 	}
-	if w, calls := watchState(req); w != 0 || calls != 0 {
-		t.Fatalf("%d watches holding %d calls after Close, want none", w, calls)
-	}
+	noWatches(t, req, "after Close")
 }
 
 // pastDeadline is a context whose deadline has passed but whose Done
@@ -365,9 +366,7 @@ func TestWatchEndsCallsBetweenStates(t *testing.T) {
 			t.Fatalf("call: %v, want context.Canceled", err)
 		}
 	}
-	if w, calls := watchState(req); w != 0 || calls != 0 {
-		t.Fatalf("%d watches holding %d calls, want none", w, calls)
-	}
+	noWatches(t, req, "after the context ended")
 }
 
 // Go's calls share watches too: held on one context, they register no
@@ -407,7 +406,5 @@ func TestGoCallsShareTheWatch(t *testing.T) {
 	if st := req.Stats(); st.Held != 0 || st.Failed != n {
 		t.Fatalf("stats %+v: want none held and %d failed", st, n)
 	}
-	if w, watched := watchState(req); w != 0 || watched != 0 {
-		t.Fatalf("%d watches holding %d calls, want none", w, watched)
-	}
+	noWatches(t, req, "after the context ended")
 }
