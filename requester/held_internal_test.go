@@ -2,6 +2,8 @@ package requester
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -61,5 +63,118 @@ func TestRequestHeldAsResponderAppearsIsSent(t *testing.T) {
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("answered after %s", d)
+	}
+}
+
+// Close while the dispatcher has the held queue out of r.held (looking at
+// each call against a new catalogue) cannot see those calls: the
+// dispatcher fails them instead of putting them back, so no held call
+// outlives its requester. (CI once saw a held call wait on after its
+// node closed.)
+func TestCloseDuringRedispatchFailsHeldCalls(t *testing.T) {
+	meshtest.CheckGoroutines(t)
+	node := meshtest.Node(t)
+	req, err := New("client", WithMesh(node))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 3
+	errc := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func() { errc <- req.Send(context.Background(), "validate", nil, nil) }()
+	}
+	meshtest.Eventually(t, 5*time.Second, func() error {
+		if h := req.Stats().Held; h != n {
+			return fmt.Errorf("%d held", h)
+		}
+		return nil
+	})
+	req.mu.Lock()
+	list := req.held // as drainHeld takes it
+	req.held = nil
+	req.mu.Unlock()
+	if err := req.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	req.redispatch(node.View(), list)
+	for i := 0; i < n; i++ {
+		select {
+		case err := <-errc:
+			if !errors.Is(err, ErrClosed) {
+				t.Fatalf("held call after Close: %v, want ErrClosed", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%d held calls still wait after Close", n-i)
+		}
+	}
+	req.mu.Lock()
+	defer req.mu.Unlock()
+	if len(req.held) != 0 {
+		t.Fatalf("%d calls back in the held queue of a closed requester", len(req.held))
+	}
+}
+
+// A call in flight when Close starts, whose responder's node goes down
+// while Close waits for in-flight calls with retries left, goes back to
+// the held queue after Close emptied it: it still fails with ErrClosed,
+// and Close returns.
+func TestCloseFailsCallsRequeuedWhileItWaits(t *testing.T) {
+	meshtest.CheckGoroutines(t)
+	nodes := meshtest.Cluster(t, 2)
+	release := make(chan struct{})
+	resp, err := responder.New("svc", responder.WithMesh(nodes[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.On("slow", func(ctx context.Context, _ *responder.Request) (any, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil, nil
+	})
+	defer resp.Close(context.Background())
+	defer close(release)
+	req, err := New("client", WithMesh(nodes[0]), WithRetry(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		errc <- req.Send(ctx, "slow", nil, nil)
+	}()
+	meshtest.Eventually(t, 5*time.Second, func() error {
+		if s := req.Stats(); s.InFlight != 1 {
+			return fmt.Errorf("%d in flight", s.InFlight)
+		}
+		return nil
+	})
+	closed := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		closed <- req.Close(ctx)
+	}()
+	meshtest.Eventually(t, 5*time.Second, func() error {
+		req.mu.Lock()
+		defer req.mu.Unlock()
+		if !req.closed {
+			return errors.New("not closing yet")
+		}
+		return nil
+	})
+	(*handler)(req).PeerDown(nodes[1].ID()) // requeues: one retry left
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("requeued call: %v, want ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("requeued call still waits after Close")
+	}
+	if err := <-closed; err != nil {
+		t.Fatalf("Close: %v", err)
 	}
 }

@@ -743,16 +743,33 @@ func (r *Requester) dispatcher() {
 	}
 }
 
+// drainHeld sends the held calls that view v gives somewhere to go.
 func (r *Requester) drainHeld(v *mesh.View) {
 	r.mu.Lock()
 	list := r.held
 	r.held = nil
 	r.mu.Unlock()
+	r.redispatch(v, list)
+}
+
+// redispatch sends the calls of list (taken out of r.held) that v gives
+// somewhere to go, and puts the others back in front of r.held. Close may
+// run meanwhile: it cannot see list, so what list still holds then fails
+// here.
+func (r *Requester) redispatch(v *mesh.View, list []*call) {
 	var keep []*call
 	for _, c := range list {
 		r.mu.Lock()
 		if c.state != stateHeld {
 			r.mu.Unlock()
+			continue
+		}
+		if r.closed {
+			// Close ran while this list was out of r.held, so it could
+			// not fail these calls: fail them here.
+			r.doneLocked(c)
+			r.mu.Unlock()
+			r.deliver(c, result{err: fmt.Errorf("%w: %q was held when the requester closed", ErrClosed, c.typ)})
 			continue
 		}
 		e := r.routes(v, c.typ, c.subset)
@@ -769,6 +786,22 @@ func (r *Requester) drainHeld(v *mesh.View) {
 		}
 	}
 	r.mu.Lock()
+	if r.closed {
+		// Close ran after the loop looked at these: they fail, as Close
+		// fails the calls it finds held.
+		var failed []*call
+		for _, c := range keep {
+			if c.state == stateHeld {
+				r.doneLocked(c)
+				failed = append(failed, c)
+			}
+		}
+		r.mu.Unlock()
+		for _, c := range failed {
+			r.deliver(c, result{err: fmt.Errorf("%w: %q was held when the requester closed", ErrClosed, c.typ)})
+		}
+		return
+	}
 	r.held = append(keep, r.held...)
 	r.mu.Unlock()
 }
@@ -919,6 +952,15 @@ func (r *Requester) Close(ctx context.Context) error {
 		r.doneLocked(c)
 		r.deliver(c, result{err: fmt.Errorf("%w: %q was in flight when the requester closed", ErrClosed, c.typ)})
 	}
+	for _, c := range r.held {
+		// Requeued while Close waited (a responder refused it, or its
+		// peer went down with retries left).
+		if c.state == stateHeld {
+			r.doneLocked(c)
+			r.deliver(c, result{err: fmt.Errorf("%w: %q was held when the requester closed", ErrClosed, c.typ)})
+		}
+	}
+	r.held, r.heldN = nil, 0
 	for d, w := range r.watches {
 		// What a watch still has is between two attempts (or waits for
 		// its context's end after a failed one): it fails now.
