@@ -239,7 +239,7 @@ func (c *cluster) poll() {
 			case m.E == "member":
 				c.members = append(c.members, m)
 			case m.E == "report":
-				m.Name = ch.name
+				m.Name, m.from = ch.name, ch
 				c.reports = append(c.reports, m)
 			case m.E == "error":
 				c.t.Errorf("%s %s: %s", ch.role, ch.name, m.Err)
@@ -265,13 +265,15 @@ func (c *cluster) wait(timeout time.Duration, cond func() bool) bool {
 
 func (c *cluster) sleep(d time.Duration) { c.wait(d, func() bool { return false }) }
 
-// waitReport waits for ch's report of phase.
+// waitReport waits for ch's report of phase. A restarted process has its
+// predecessor's name, and both report the phase of the restart: only ch's
+// own report shows that ch's calls have all ended.
 func (c *cluster) waitReport(ch *child, phase string, timeout time.Duration) msg {
 	c.t.Helper()
 	var got msg
 	if !c.wait(timeout, func() bool {
 		for _, r := range c.reports {
-			if r.Name == ch.name && r.Phase == phase {
+			if r.from == ch && r.Phase == phase {
 				got = r
 				return true
 			}

@@ -119,6 +119,8 @@ type msg struct {
 	// publisher's counters for the phase, and its first errors
 	Stats  map[string]uint64 `json:"stats,omitempty"`
 	Errors []string          `json:"errors,omitempty"`
+
+	from *child // report: the process that printed it (set by poll)
 }
 
 func nowMs() int64 { return time.Now().UnixMilli() }
