@@ -29,12 +29,11 @@ type Requester struct {
 	bal  Balancer
 
 	mu      sync.Mutex
-	calls   map[uint64]*call // in flight, by sequence number
-	held    []*call          // FIFO of requests waiting for a responder
-	heldN   int              // live entries in held
-	pending map[tkey]int     // in flight per responder, when track is set
-	track   bool             // the balancer reads Target.Pending (all but round-robin)
-	seq     uint64
+	calls   inflight     // in flight, by sequence number
+	held    []*call      // FIFO of requests waiting for a responder
+	heldN   int          // live entries in held
+	pending map[tkey]int // in flight per responder, when track is set
+	track   bool         // the balancer reads Target.Pending (all but round-robin)
 	closed  bool
 	// watches watch the contexts that many calls share (see
 	// watchLocked); lastDone is the Done channel of the last call that
@@ -207,7 +206,6 @@ func New(name string, opts ...Option) (*Requester, error) {
 		node:    cfg.node,
 		log:     log.With("requester", name),
 		bal:     cfg.balancer,
-		calls:   map[uint64]*call{},
 		pending: map[tkey]int{},
 		kick:    make(chan struct{}, 1),
 	}
@@ -487,9 +485,13 @@ func (r *Requester) dispatch(c *call) error {
 			}
 			t = targets[r.bal.Pick(targets)]
 		}
-		r.seq++
-		c.seq, c.target, c.state = r.seq, tkey{t.Node, t.Component}, stateSent
-		r.calls[c.seq] = c
+		seq, ok := r.calls.add(c)
+		if !ok {
+			r.doneLocked(c)
+			r.mu.Unlock()
+			return fmt.Errorf("%w: %q: %d requests already in flight", ErrQueueFull, c.typ, r.calls.len())
+		}
+		c.seq, c.target, c.state = seq, tkey{t.Node, t.Component}, stateSent
 		if r.track {
 			r.pending[tkey{t.Node, t.Component}]++
 		}
@@ -536,10 +538,10 @@ var testHookBeforeHold func()
 func (r *Requester) forget(c *call) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.calls[c.seq] != c {
+	if r.calls.get(c.seq) != c {
 		return false
 	}
-	delete(r.calls, c.seq)
+	r.calls.remove(c.seq)
 	r.unpend(c.target)
 	c.state = stateIdle
 	return true
@@ -643,7 +645,7 @@ func (r *Requester) watchEnded(w *ctxWatch) {
 		case stateHeld:
 			r.heldN--
 		case stateSent:
-			delete(r.calls, c.seq)
+			r.calls.remove(c.seq)
 			r.unpend(c.target)
 			notices = append(notices, cancelNotice{c.target, c.seq})
 		}
@@ -701,7 +703,7 @@ func (r *Requester) abandon(c *call) bool {
 	case stateHeld:
 		r.heldN--
 	case stateSent:
-		delete(r.calls, c.seq)
+		r.calls.remove(c.seq)
 		r.unpend(c.target)
 		n := cancelNotice{c.target, c.seq}
 		r.doneLocked(c)
@@ -833,12 +835,12 @@ func (h *handler) HandleFrame(from string, f *wire.Frame) {
 		return
 	}
 	r.mu.Lock()
-	c := r.calls[f.Header.Seq]
+	c := r.calls.get(f.Header.Seq)
 	if c == nil || c.target.node != from {
 		r.mu.Unlock()
 		return // a late reply to an abandoned request
 	}
-	delete(r.calls, f.Header.Seq)
+	r.calls.remove(f.Header.Seq)
 	r.unpend(c.target)
 	if f.Header.Status == wire.StatusRejected || f.Header.Status == wire.StatusNoHandler {
 		// Not processed: safe to send elsewhere, whatever the retry policy.
@@ -867,11 +869,11 @@ func (h *handler) PeerDown(node string) {
 	var lost []*call
 	r.mu.Lock()
 	requeued := false
-	for seq, c := range r.calls {
+	r.calls.each(func(c *call) {
 		if c.target.node != node {
-			continue
+			return
 		}
-		delete(r.calls, seq)
+		r.calls.remove(c.seq)
 		r.unpend(c.target)
 		if c.retriesLeft > 0 {
 			c.retriesLeft--
@@ -879,11 +881,11 @@ func (h *handler) PeerDown(node string) {
 			r.requeueLocked(c)
 			r.retried.Add(1)
 			requeued = true
-			continue
+			return
 		}
 		r.doneLocked(c)
 		lost = append(lost, c)
-	}
+	})
 	r.mu.Unlock()
 	if requeued {
 		r.poke()
@@ -896,7 +898,7 @@ func (h *handler) PeerDown(node string) {
 // Stats returns the requester's counters.
 func (r *Requester) Stats() Stats {
 	r.mu.Lock()
-	held, inflight := r.heldN, len(r.calls)
+	held, inflight := r.heldN, r.calls.len()
 	r.mu.Unlock()
 	return Stats{
 		Sent: r.sent.Load(), Answered: r.answered.Load(), Failed: r.failed.Load(),
@@ -930,7 +932,7 @@ func (r *Requester) Close(ctx context.Context) error {
 	var err error
 	for {
 		r.mu.Lock()
-		n := len(r.calls)
+		n := r.calls.len()
 		r.mu.Unlock()
 		if n == 0 {
 			break
@@ -946,12 +948,12 @@ func (r *Requester) Close(ctx context.Context) error {
 	}
 	r.mu.Lock()
 	var notices []cancelNotice
-	for seq, c := range r.calls {
-		delete(r.calls, seq)
-		notices = append(notices, cancelNotice{c.target, seq})
+	r.calls.each(func(c *call) {
+		r.calls.remove(c.seq)
+		notices = append(notices, cancelNotice{c.target, c.seq})
 		r.doneLocked(c)
 		r.deliver(c, result{err: fmt.Errorf("%w: %q was in flight when the requester closed", ErrClosed, c.typ)})
-	}
+	})
 	for _, c := range r.held {
 		// Requeued while Close waited (a responder refused it, or its
 		// peer went down with retries left).
