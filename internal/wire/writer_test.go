@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -685,6 +686,57 @@ func TestWriterHoldDefersToLastRelease(t *testing.T) {
 	w.Release()
 	if _, writes := w.Stats(); writes != 2 {
 		t.Fatalf("%d writes after an empty hold", writes)
+	}
+}
+
+// Holds are counted without the lock: goroutines that hold, write and
+// release at once, as a responder's read loop and workers do, never leave
+// a frame behind, and every one is written once once the last hold ends.
+func TestWriterConcurrentHoldsLoseNoFrame(t *testing.T) {
+	rw := &recWriter{}
+	w := NewWriter(rw, 0)
+	ctx := context.Background()
+	const workers, each = 8, 500
+	var wg sync.WaitGroup
+	for g := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				held := i%2 == 0 || i == each-1 // the last frames wait for a Release
+				if held {
+					w.Hold()
+				}
+				if i%3 == 0 {
+					runtime.Gosched() // let Releases and writes cross this hold
+				}
+				if err := w.WriteFrame(ctx, KindPing, &Header{Seq: uint64(g*each + i)}, nil); err != nil {
+					t.Error(err)
+					return
+				}
+				if held {
+					w.Release()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	// No Flush: it would write what a lost wake-up left behind.
+	var fs []Frame
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		if fs = rw.frames(t); len(fs) >= workers*each || time.Now().After(deadline) {
+			break
+		}
+	}
+	seen := make(map[uint64]bool, len(fs))
+	for _, f := range fs {
+		if seen[f.Header.Seq] {
+			t.Fatalf("frame %d written twice", f.Header.Seq)
+		}
+		seen[f.Header.Seq] = true
+	}
+	if len(seen) != workers*each {
+		t.Fatalf("%d frames written, want %d", len(seen), workers*each)
 	}
 }
 
