@@ -30,6 +30,20 @@ func ValidPattern(p string) error {
 
 // ValidName reports whether s is a well-formed concrete name (no wildcards).
 func ValidName(s string) error {
+	// One pass for the common, valid case (it runs on every request); the
+	// general check gives the precise error.
+	if n := len(s); n > 0 && n <= MaxLen && s[0] != '.' && s[n-1] != '.' {
+		i := 0
+		for ; i < n; i++ {
+			// s[n-1] is not a dot, so a dot has a byte after it.
+			if c := s[i]; c == '*' || c == '.' && s[i+1] == '.' {
+				break
+			}
+		}
+		if i == n {
+			return nil
+		}
+	}
 	return check(s, false)
 }
 

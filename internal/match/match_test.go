@@ -2,6 +2,7 @@ package match
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -54,6 +55,46 @@ func TestValid(t *testing.T) {
 	}
 	if err := ValidName("payment.completed"); err != nil {
 		t.Errorf("ValidName = %v", err)
+	}
+}
+
+// ValidName's one-pass path agrees with the general check on every
+// string of up to five bytes from an alphabet of its special cases, and at
+// the length bound.
+func TestValidNameFastPathAgrees(t *testing.T) {
+	alphabet := []byte{'a', '.', '*', 'b'}
+	var walk func(prefix []byte)
+	n := 0
+	walk = func(prefix []byte) {
+		s := string(prefix)
+		got, want := ValidName(s), check(s, false)
+		if (got == nil) != (want == nil) || (got != nil && got.Error() != want.Error()) {
+			t.Fatalf("ValidName(%q) = %v, the general check says %v", s, got, want)
+		}
+		n++
+		if len(prefix) == 5 {
+			return
+		}
+		for _, c := range alphabet {
+			walk(append(prefix, c))
+		}
+	}
+	walk(nil)
+	for _, s := range []string{strings.Repeat("a", MaxLen), strings.Repeat("a", MaxLen+1)} {
+		if got, want := ValidName(s), check(s, false); (got == nil) != (want == nil) {
+			t.Fatalf("ValidName of %d bytes = %v, the general check says %v", len(s), got, want)
+		}
+	}
+	if n < 1000 {
+		t.Fatalf("only %d strings checked", n)
+	}
+}
+
+func BenchmarkValidName(b *testing.B) {
+	for b.Loop() {
+		if ValidName("payment.card.validate") != nil {
+			b.Fatal("invalid")
+		}
 	}
 }
 
