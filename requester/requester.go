@@ -86,7 +86,7 @@ type call struct {
 	typ         string
 	subset      string
 	payload     []byte
-	buf         *codec.Buffer // payload's pooled buffer (Send only; see releasePayload)
+	enc         *codec.Buffer // Send's calls: the buffer their payload is encoded in, kept as the call is recycled (see releasePayload)
 	idempotent  bool
 	retriesLeft int
 	state       uint8
@@ -153,7 +153,7 @@ func recycle(c *call) {
 	if cap(buf) > maxReplyBuf {
 		buf = nil
 	}
-	*c = call{done: done, recycled: true, replyBuf: buf}
+	*c = call{done: done, recycled: true, replyBuf: buf, enc: c.enc}
 	callPool.Put(c)
 }
 
@@ -277,9 +277,9 @@ func (r *Requester) Send(ctx context.Context, typ string, req, reply any, opts .
 
 // prepare fills in c for a request of type typ: its context (with the
 // requester's timeout when ctx has no deadline; cancel is then non-nil),
-// its encoded payload (in a pooled buffer when pooled, see releasePayload)
-// and its call options.
-func (r *Requester) prepare(ctx context.Context, c *call, typ string, req any, opts []CallOption, pooled bool) (context.Context, context.CancelFunc, error) {
+// its encoded payload (in the call's own buffer, which Send's recycled
+// calls keep, when reuse is set; see releasePayload) and its call options.
+func (r *Requester) prepare(ctx context.Context, c *call, typ string, req any, opts []CallOption, reuse bool) (context.Context, context.CancelFunc, error) {
 	if err := match.ValidName(typ); err != nil {
 		return ctx, nil, fmt.Errorf("%w: %v", ErrInvalidType, err)
 	}
@@ -288,12 +288,14 @@ func (r *Requester) prepare(ctx context.Context, c *call, typ string, req any, o
 		ctx, cancel = context.WithTimeout(ctx, r.cfg.timeout)
 	}
 	var payload []byte
-	if pooled {
-		buf, err := codec.Encode(req)
-		if err != nil {
+	if reuse {
+		if c.enc == nil {
+			c.enc = codec.NewBuffer()
+		}
+		if err := c.enc.Encode(req); err != nil {
 			return ctx, cancel, fmt.Errorf("requester: %q: %w", typ, err)
 		}
-		c.buf, payload = buf, buf.Bytes()
+		payload = c.enc.Bytes()
 	} else {
 		var err error
 		if payload, err = codec.Marshal(req); err != nil {
@@ -313,19 +315,23 @@ func (r *Requester) prepare(ctx context.Context, c *call, typ string, req any, o
 	return ctx, cancel, nil
 }
 
-// releasePayload returns the pooled encoding of a call Send made, once
-// it is done. Only Send's own goroutine ever wrote a call that was never
-// held (WriteFrame copies the payload and keeps no reference); a call that
-// was held or resent may still be in the dispatcher's hands, so its buffer
-// is left to the garbage collector. wasHeld needs no lock here: it is set
-// under r.mu before the call's result is delivered (which Send waited for)
-// or before Send's abandon took r.mu, and never after.
+// releasePayload ends the use of the encoding of a call Send made, once it
+// is done: the call keeps its buffer for its next use. Only Send's own
+// goroutine ever wrote a call that was never held (WriteFrame copies the
+// payload and keeps no reference); a call that was held or resent may
+// still be in the dispatcher's hands, so its buffer is left to the garbage
+// collector (and the call is not recycled). wasHeld needs no lock here: it
+// is set under r.mu before the call's result is delivered (which Send
+// waited for) or before Send's abandon took r.mu, and never after.
 func (r *Requester) releasePayload(c *call) {
-	if c.buf != nil && !c.wasHeld {
+	switch {
+	case c.enc == nil:
+	case c.wasHeld:
+		c.enc = nil // not touched: the dispatcher may still read it
+	default:
 		c.payload = nil
-		c.buf.Release()
+		c.enc.Trim()
 	}
-	c.buf = nil
 }
 
 // ctxError is the error of a call whose context ended; it counts the call

@@ -118,9 +118,10 @@ func (j *job) cancel() { j.ctx.cancel(context.Canceled) }
 // recently used, warm one is picked first; one timer per responder retires
 // workers idle for longer than workerIdle.
 type worker struct {
-	wake    chan bool // capacity 1: true to work, false to exit
-	since   time.Time // when it went idle
-	started bool      // its goroutine runs (set by run, before it starts)
+	wake    chan bool     // capacity 1: true to work, false to exit
+	since   time.Time     // when it went idle
+	started bool          // its goroutine runs (set by run, before it starts)
+	enc     *codec.Buffer // the worker's own, for the replies it encodes
 }
 
 // Responder answers requests of the types it handles. Create it with New,
@@ -506,7 +507,7 @@ func (r *Responder) work(w *worker) {
 			unheld[i] = nil
 		}
 		unheld = unheld[:0]
-		r.serve(j)
+		r.serve(j, w)
 		r.mu.Lock()
 		r.removeLocked(j)
 	}
@@ -614,7 +615,7 @@ func (r *Responder) stopWorkers() {
 	r.idleW = nil
 }
 
-func (r *Responder) serve(j *job) {
+func (r *Responder) serve(j *job, w *worker) {
 	j.start()
 	defer j.cancel()
 	if err := j.ctx.Err(); err != nil {
@@ -639,8 +640,13 @@ func (r *Responder) serve(j *job) {
 	hdr := wire.Header{Status: wire.StatusOK}
 	var body *codec.Buffer
 	if err == nil && res != nil {
-		if body, err = codec.Encode(res); err != nil {
+		if w.enc == nil {
+			w.enc = codec.NewBuffer()
+		}
+		if err = w.enc.Encode(res); err != nil {
 			err = &Error{Code: "encode", Message: err.Error()}
+		} else {
+			body = w.enc
 		}
 	}
 	if err != nil {
@@ -650,8 +656,8 @@ func (r *Responder) serve(j *job) {
 	}
 	var payload []byte
 	if body != nil {
-		payload = body.Bytes()
-		defer body.Release()
+		payload = body.Bytes() // written (copied) by the time reply returns
+		defer body.Trim()
 	}
 	if ferr := r.reply(j.key, &hdr, payload); ferr != nil && len(payload) > 0 {
 		// Most likely too large for a frame: say so instead of going silent.

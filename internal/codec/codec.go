@@ -16,63 +16,96 @@ import (
 // ErrDecode wraps every payload decoding error.
 var ErrDecode = errors.New("codec: cannot decode payload")
 
-// Buffer is a pooled encoding buffer; call Release when done with Bytes.
+// Buffer is an encoding buffer: a pooled one from Encode (call Release
+// when done with Bytes), or one of its owner's from NewBuffer, for a
+// goroutine or object that encodes again and again (call Trim instead).
 type Buffer struct {
 	buf bytes.Buffer
 	enc *msgpack.Encoder
 }
 
-var encPool = sync.Pool{New: func() any {
+// bigBuffer is the capacity past which a pooled buffer is not put back,
+// and keepBuffer the one past which Trim lets an owned buffer's memory go
+// (an owner may keep its buffer for long: a responder's idle worker).
+const (
+	bigBuffer  = 1 << 20
+	keepBuffer = 64 << 10
+)
+
+var encPool = sync.Pool{New: func() any { return NewBuffer() }}
+
+// NewBuffer returns an encoding buffer that is not pooled.
+func NewBuffer() *Buffer {
 	b := &Buffer{}
 	b.enc = msgpack.NewEncoder(&b.buf)
 	b.enc.SetCustomStructTag("json")
 	b.enc.UseCompactInts(true)
 	return b
-}}
+}
 
 // Encode encodes v into a pooled buffer. A nil v encodes to no bytes. A
 // value that Unmarshal would refuse (nested deeper than PayloadLimits
 // allows) fails with an error wrapping ErrLimits.
 func Encode(v any) (*Buffer, error) {
 	b := encPool.Get().(*Buffer)
+	if err := b.Encode(v); err != nil {
+		b.Release()
+		return nil, err
+	}
+	return b, nil
+}
+
+// Encode encodes v into b, in place of what b held, as the package's
+// Encode does.
+func (b *Buffer) Encode(v any) error {
 	b.buf.Reset()
 	if v == nil {
-		return b, nil
+		return nil
 	}
 	if p, ok := v.([]byte); ok && p != nil {
 		// Raw bytes (an encoding of the caller's own, often) are written as
 		// msgpack's encoder writes them, without its reflection and with
 		// nothing for canonical to rewrite or refuse.
 		appendBin(&b.buf, p)
-		return b, nil
+		return nil
 	}
 	if err := b.enc.Encode(v); err != nil {
-		b.Release()
-		return nil, fmt.Errorf("codec: cannot encode %T: %w", v, err)
+		b.buf.Reset()
+		return fmt.Errorf("codec: cannot encode %T: %w", v, err)
 	}
 	// What a receiver would refuse fails here, where the sender learns of
 	// it; timestamps are put in a form the receiver's check accepts.
 	out, err := canonical(b.buf.Bytes(), PayloadLimits)
 	if err != nil {
-		b.Release()
-		return nil, fmt.Errorf("codec: cannot encode %T: %w", v, err)
+		b.buf.Reset()
+		return fmt.Errorf("codec: cannot encode %T: %w", v, err)
 	}
 	if len(out) != b.buf.Len() {
 		b.buf.Reset()
 		b.buf.Write(out)
 	}
-	return b, nil
+	return nil
 }
 
-// Bytes returns the encoding; valid until Release.
+// Bytes returns the encoding; valid until Release, Trim or the next Encode.
 func (b *Buffer) Bytes() []byte { return b.buf.Bytes() }
 
-// Release returns the buffer to the pool.
+// Release returns a buffer from Encode to the pool.
 func (b *Buffer) Release() {
-	if b.buf.Cap() > 1<<20 {
+	if b.buf.Cap() > bigBuffer {
 		return // let big buffers go
 	}
 	encPool.Put(b)
+}
+
+// Trim empties a buffer from NewBuffer, and lets its memory go if a value
+// made it grow past 64 KiB.
+func (b *Buffer) Trim() {
+	if b.buf.Cap() > keepBuffer {
+		b.buf = bytes.Buffer{}
+		return
+	}
+	b.buf.Reset()
 }
 
 // Marshal encodes v into a new slice owned by the caller.

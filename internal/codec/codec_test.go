@@ -119,3 +119,43 @@ func TestBytesFastPathMatchesMsgpack(t *testing.T) {
 		t.Fatalf("nil []byte encodes to % x, %v; want msgpack's nil", b.Bytes(), err)
 	}
 }
+
+// An owned buffer encodes like Encode, again and again, and lets go of
+// what a big value made it grow to.
+func TestOwnedBufferEncodesAndTrims(t *testing.T) {
+	b := NewBuffer()
+	for i, v := range []any{map[string]int{"a": 1}, []byte("xyz"), nil, struct{ N int }{7}, "s"} {
+		if err := b.Encode(v); err != nil {
+			t.Fatalf("value %d: %v", i, err)
+		}
+		want, err := Encode(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(b.Bytes(), want.Bytes()) {
+			t.Fatalf("value %d: owned %x, pooled %x", i, b.Bytes(), want.Bytes())
+		}
+		want.Release()
+		b.Trim()
+		if len(b.Bytes()) != 0 {
+			t.Fatalf("value %d: %d bytes left after Trim", i, len(b.Bytes()))
+		}
+	}
+	if err := b.Encode(make([]byte, 100<<10)); err != nil {
+		t.Fatal(err)
+	}
+	b.Trim()
+	if c := b.buf.Cap(); c > keepBuffer {
+		t.Fatalf("Trim kept %d bytes", c)
+	}
+	if err := b.Encode([]byte("again")); err != nil || len(b.Bytes()) != 7 {
+		t.Fatalf("after a trim: %v, %d bytes", err, len(b.Bytes()))
+	}
+	// A failed encoding leaves the buffer empty and usable.
+	if err := b.Encode(make(chan int)); err == nil {
+		t.Fatal("a channel encoded")
+	}
+	if len(b.Bytes()) != 0 {
+		t.Fatalf("%d bytes left by a failed encoding", len(b.Bytes()))
+	}
+}
