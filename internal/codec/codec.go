@@ -29,7 +29,7 @@ type Buffer struct {
 // (an owner may keep its buffer for long: a responder's idle worker).
 const (
 	bigBuffer  = 1 << 20
-	keepBuffer = 64 << 10
+	keepBuffer = 256 << 10
 )
 
 var encPool = sync.Pool{New: func() any { return NewBuffer() }}
@@ -99,7 +99,7 @@ func (b *Buffer) Release() {
 }
 
 // Trim empties a buffer from NewBuffer, and lets its memory go if a value
-// made it grow past 64 KiB.
+// made it grow past 256 KiB.
 func (b *Buffer) Trim() {
 	if b.buf.Cap() > keepBuffer {
 		b.buf = bytes.Buffer{}

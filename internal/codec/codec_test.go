@@ -141,7 +141,7 @@ func TestOwnedBufferEncodesAndTrims(t *testing.T) {
 			t.Fatalf("value %d: %d bytes left after Trim", i, len(b.Bytes()))
 		}
 	}
-	if err := b.Encode(make([]byte, 100<<10)); err != nil {
+	if err := b.Encode(make([]byte, 300<<10)); err != nil {
 		t.Fatal(err)
 	}
 	b.Trim()
