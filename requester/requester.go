@@ -777,7 +777,7 @@ func (r *Requester) redispatch(v *mesh.View, list []*call) {
 			// not fail these calls: fail them here.
 			r.doneLocked(c)
 			r.mu.Unlock()
-			r.deliver(c, result{err: fmt.Errorf("%w: %q was held when the requester closed", ErrClosed, c.typ)})
+			r.failHeldOnClose(c)
 			continue
 		}
 		e := r.routes(v, c.typ, c.subset)
@@ -806,12 +806,18 @@ func (r *Requester) redispatch(v *mesh.View, list []*call) {
 		}
 		r.mu.Unlock()
 		for _, c := range failed {
-			r.deliver(c, result{err: fmt.Errorf("%w: %q was held when the requester closed", ErrClosed, c.typ)})
+			r.failHeldOnClose(c)
 		}
 		return
 	}
 	r.held = append(keep, r.held...)
 	r.mu.Unlock()
+}
+
+// failHeldOnClose completes c, a held call (marked done) that its
+// requester's Close ends.
+func (r *Requester) failHeldOnClose(c *call) {
+	r.deliver(c, result{err: fmt.Errorf("%w: %q was held when the requester closed", ErrClosed, c.typ)})
 }
 
 // deliver completes c. The state machine guarantees exactly one delivery
@@ -933,7 +939,7 @@ func (r *Requester) Close(ctx context.Context) error {
 	r.held, r.heldN = nil, 0
 	r.mu.Unlock()
 	for _, c := range failed {
-		r.deliver(c, result{err: fmt.Errorf("%w: %q was held when the requester closed", ErrClosed, c.typ)})
+		r.failHeldOnClose(c)
 	}
 	var err error
 	for {
@@ -965,7 +971,7 @@ func (r *Requester) Close(ctx context.Context) error {
 		// peer went down with retries left).
 		if c.state == stateHeld {
 			r.doneLocked(c)
-			r.deliver(c, result{err: fmt.Errorf("%w: %q was held when the requester closed", ErrClosed, c.typ)})
+			r.failHeldOnClose(c)
 		}
 	}
 	r.held, r.heldN = nil, 0
