@@ -32,6 +32,7 @@ type options struct {
 	quick   bool
 	out     string
 	only    string
+	rows    string
 	impls   string
 	seeds   bool
 	verbose bool
@@ -45,6 +46,7 @@ func run() int {
 	flag.BoolVar(&o.quick, "quick", false, "a few seconds per scenario (for CI: checks the tool works, not the speed)")
 	flag.StringVar(&o.out, "out", "", "report directory (default: bench/out in the module)")
 	flag.StringVar(&o.only, "only", "", "comma-separated scenario numbers to run, e.g. 1,5 (default: all)")
+	flag.StringVar(&o.rows, "rows", "", "comma-separated row IDs to run, e.g. 1c,1d (default: every row of the scenarios chosen)")
 	flag.StringVar(&o.impls, "impl", "warren,cote,raw", "implementations to run: warren, cote, raw, and handoff (raw TCP with warren's goroutine hand-offs; opt-in, e.g. -impl warren,raw,handoff)")
 	flag.BoolVar(&o.seeds, "seeds", false, "warren finds peers by seed addresses instead of mDNS")
 	flag.BoolVar(&o.verbose, "v", false, "print every event of every process")
@@ -98,6 +100,11 @@ func runBench(ctx context.Context, o options) (int, error) {
 			return 2, fmt.Errorf("-only: %q is not a scenario number 1-8", s)
 		}
 		p.Scenarios = append(p.Scenarios, n)
+	}
+	for _, s := range strings.Split(o.rows, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			p.Rows = append(p.Rows, s)
+		}
 	}
 	if os.Geteuid() != 0 {
 		return 1, errors.New("the benchmark needs root: every process runs in a network namespace it creates")
@@ -154,9 +161,18 @@ func runBench(ctx context.Context, o options) (int, error) {
 		Topology: fmt.Sprintf("two network namespaces joined by a veth pair: requesters and the publisher in one (%s), responders and subscribers in the other (%s); nothing in the host namespace", nw.A.IP, nw.B.IP)}
 	fmt.Fprintf(os.Stderr, "bench: %d cores, %s, load average %s; namespaces %s and %s\n", m.Cores, m.Go, m.LoadBefore, nw.A.NS, nw.B.NS)
 
-	for _, j := range b.jobs() {
+	jobs := b.jobs()
+	for _, id := range p.Rows {
+		if !slices.ContainsFunc(jobs, func(j job) bool { return j.row.ID == id }) {
+			return 2, fmt.Errorf("-rows: no row %q (rows are 1a to 8b, as in the report)", id)
+		}
+	}
+	for _, j := range jobs {
 		r := j.row
 		if len(p.Scenarios) > 0 && !slices.Contains(p.Scenarios, r.Scenario) {
+			continue
+		}
+		if len(p.Rows) > 0 && !slices.Contains(p.Rows, r.ID) {
 			continue
 		}
 		for _, im := range []impl{implWarren, implCote, implRaw, implHandoff} {

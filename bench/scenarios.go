@@ -35,6 +35,7 @@ type plan struct {
 	FailRunS  float64       `json:"failure_load_s"`
 	Impls     []impl        `json:"impls"`
 	Scenarios []int         `json:"scenarios"`
+	Rows      []string      `json:"rows,omitempty"`
 }
 
 func (p *plan) has(im impl) bool { return slices.Contains(p.Impls, im) }
