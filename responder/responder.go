@@ -102,8 +102,11 @@ type job struct {
 const smallPayload = 32
 
 // start releases the job's hold on the connection it came in on: the
-// replies of the jobs that arrived together are written together once the
-// last of them starts, and a slow handler never holds back another's reply.
+// replies of the jobs that arrived together are written together, by a
+// flusher the last release starts and that runs once the worker that
+// started the last of them blocks (so that job's reply joins the write when
+// its handler is quick), and a slow handler never holds back another's
+// reply.
 func (j *job) start() {
 	if j.back != nil {
 		j.back.Release()
@@ -305,7 +308,7 @@ func (h *handler) PeerDown(node string) {
 	var unheld []*wire.Writer
 	defer func() {
 		for _, b := range unheld {
-			b.ReleaseAsync() // on a read loop: must not block
+			b.Release() // never blocks: fine on a read loop
 		}
 	}()
 	r.mu.Lock()

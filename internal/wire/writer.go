@@ -72,10 +72,12 @@ type writeDeadliner interface {
 //
 // Hold and Release let a goroutine that is about to write say so: while
 // holds are outstanding, frames wait in the buffer (up to holdLimit bytes)
-// and the last Release writes them all at once. warren's responder holds a
-// connection for each request that came in on it and that a worker is about
-// to take, until the worker starts it, so the replies to a burst of
-// requests share one write, with no yield in between.
+// and the last Release has them all written at once, by a new goroutine.
+// warren's responder holds a connection for each request that came in on it
+// and that a worker is about to take, until the worker starts it. The
+// flusher the last Release starts runs once that worker blocks (or on
+// another core), so the replies to a burst of requests, the last one's
+// included, share one write.
 type Writer struct {
 	w          io.Writer
 	dl         writeDeadliner // w's SetWriteDeadline, if it has one
@@ -168,7 +170,7 @@ func (w *Writer) WriteFrame(ctx context.Context, kind Kind, h *Header, payload [
 	}
 	if w.holds > 0 && len(w.pending) < holdLimit {
 		w.mu.Unlock()
-		return nil // the last Release writes it
+		return nil // the last Release has it written
 	}
 	w.flushing = true
 	// Let goroutines already runnable on this P (handlers replying, callers
@@ -192,32 +194,24 @@ func (w *Writer) Hold() {
 	w.mu.Unlock()
 }
 
-// Release ends one Hold. The last one writes what waits, as the flusher
-// (so it may block like WriteFrame).
-func (w *Writer) Release() { w.release(false) }
-
-// ReleaseAsync ends one Hold like Release, but never blocks: the last one
-// leaves the writing to a new goroutine. It is for a connection's read loop.
-func (w *Writer) ReleaseAsync() { w.release(true) }
-
-func (w *Writer) release(async bool) {
+// Release ends one Hold. It never blocks: the last one leaves what waits
+// to a new goroutine, which writes it as the flusher. That goroutine is
+// queued to run next on this core, so it runs once the caller blocks: a
+// worker that releases its hold as it starts the last request of a burst
+// still appends that request's reply to the same write (writing at once
+// would send that reply alone, in a second write), and a slow handler
+// holds nothing back, since the flush runs as soon as it waits.
+func (w *Writer) Release() {
 	w.mu.Lock()
 	w.holds--
 	if w.holds < 0 {
 		w.mu.Unlock()
 		panic("wire: Writer.Release without Hold")
 	}
-	if w.holds > 0 || w.flushing || len(w.pending) == 0 {
-		w.mu.Unlock()
-		return
-	}
-	if async {
+	if w.holds == 0 {
 		w.flushHeldLocked()
-		w.mu.Unlock()
-		return
 	}
-	w.flushing = true
-	w.flushLocked(flushRounds)
+	w.mu.Unlock()
 }
 
 // flushHeldLocked starts a background flush of frames that wait with no

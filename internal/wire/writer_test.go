@@ -661,7 +661,8 @@ func TestWriterHoldDefersToLastRelease(t *testing.T) {
 	if fs := rw.frames(t); len(fs) != 0 {
 		t.Fatalf("%d frames written with one hold left", len(fs))
 	}
-	w.Release()
+	w.Release() // the write is left to a new goroutine
+	flush(t, w)
 	fs := rw.frames(t)
 	if len(fs) != 5 {
 		t.Fatalf("last Release wrote %d frames, want 5", len(fs))
@@ -686,6 +687,32 @@ func TestWriterHoldDefersToLastRelease(t *testing.T) {
 	w.Release()
 	if _, writes := w.Stats(); writes != 2 {
 		t.Fatalf("%d writes after an empty hold", writes)
+	}
+}
+
+// The last Release leaves the write to a new goroutine, which runs once its
+// caller blocks: a reply the caller appends right after releasing (a
+// responder's worker releases its hold as it starts the burst's last
+// request) joins the held ones in one write instead of going out alone.
+func TestWriterLastReleaseLetsItsCallerJoinTheWrite(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1)) // the flusher runs only once this goroutine blocks
+	rw := &recWriter{}
+	w := NewWriter(rw, 0)
+	ctx := context.Background()
+	w.Hold()
+	if err := w.WriteFrame(ctx, KindPing, &Header{Seq: 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	w.Release()
+	if err := w.WriteFrame(ctx, KindPing, &Header{Seq: 2}, nil); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, w)
+	if fs := rw.frames(t); len(fs) != 2 {
+		t.Fatalf("%d frames written, want 2", len(fs))
+	}
+	if _, writes := w.Stats(); writes != 1 {
+		t.Fatalf("%d writes, want the released frame and the next one in one", writes)
 	}
 }
 
@@ -832,14 +859,14 @@ func TestWriterHoldConcurrent(t *testing.T) {
 	}
 }
 
-func TestWriterReleaseAsyncNeverBlocks(t *testing.T) {
+func TestWriterReleaseNeverBlocks(t *testing.T) {
 	g := newGateWriter()
 	w := NewWriter(g, 0)
 	w.Hold()
 	if err := w.WriteFrame(context.Background(), KindPing, &Header{Seq: 1}, nil); err != nil {
 		t.Fatal(err)
 	}
-	w.ReleaseAsync() // the write blocks in the gate, not here
+	w.Release() // the write blocks in the gate, not here
 	recv(t, g.entered, "background write")
 	close(g.release)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -863,5 +890,15 @@ func TestWriterHoldWithSmallBackPressureThreshold(t *testing.T) {
 	}
 	if fs := rw.frames(t); len(fs) == 0 {
 		t.Fatal("nothing written past the back-pressure threshold")
+	}
+}
+
+// flush waits until everything queued on w so far has been written.
+func flush(t *testing.T, w *Writer) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
