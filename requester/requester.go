@@ -49,7 +49,12 @@ type Requester struct {
 	stop context.CancelFunc
 	wg   sync.WaitGroup
 
-	sent, answered, failed, retried, rejected, timedOut atomic.Uint64
+	// sent and answered change on every request, under mu, which the code
+	// that counts them holds anyway: as atomics they would be two more
+	// cache lines that the callers and the read loop, on other cores,
+	// take from each other.
+	sent, answered                      uint64
+	failed, retried, rejected, timedOut atomic.Uint64
 }
 
 type tkey struct {
@@ -362,7 +367,6 @@ func (r *Requester) finish(c *call, reply any) error {
 		r.failed.Add(1)
 		return res.err
 	}
-	r.answered.Add(1)
 	switch res.status {
 	case wire.StatusOK:
 		if reply == nil {
@@ -498,6 +502,7 @@ func (r *Requester) dispatch(c *call) error {
 			return fmt.Errorf("%w: %q: %d requests already in flight", ErrQueueFull, c.typ, r.calls.len())
 		}
 		c.seq, c.target, c.state = seq, tkey{t.Node, t.Component}, stateSent
+		r.sent++ // taken back by forget if it is not written
 		if r.track {
 			r.pending[tkey{t.Node, t.Component}]++
 		}
@@ -514,7 +519,6 @@ func (r *Requester) dispatch(c *call) error {
 		}
 		err := r.port.Send(c.ctx, t.Node, wire.KindRequest, &h, c.payload)
 		if err == nil {
-			r.sent.Add(1)
 			return nil
 		}
 		if !r.forget(c) {
@@ -549,6 +553,7 @@ func (r *Requester) forget(c *call) bool {
 	}
 	r.calls.remove(c.seq)
 	r.unpend(c.target)
+	r.sent--
 	c.state = stateIdle
 	return true
 }
@@ -864,6 +869,7 @@ func (h *handler) HandleFrame(from string, f *wire.Frame) {
 		return
 	}
 	r.doneLocked(c)
+	r.answered++
 	r.mu.Unlock()
 	res := result{status: f.Header.Status, code: f.Header.Code, msg: f.Header.Msg}
 	if len(f.Payload) > 0 {
@@ -910,10 +916,10 @@ func (h *handler) PeerDown(node string) {
 // Stats returns the requester's counters.
 func (r *Requester) Stats() Stats {
 	r.mu.Lock()
-	held, inflight := r.heldN, r.calls.len()
+	held, inflight, sent, answered := r.heldN, r.calls.len(), r.sent, r.answered
 	r.mu.Unlock()
 	return Stats{
-		Sent: r.sent.Load(), Answered: r.answered.Load(), Failed: r.failed.Load(),
+		Sent: sent, Answered: answered, Failed: r.failed.Load(),
 		Retried: r.retried.Load(), Rejected: r.rejected.Load(), TimedOut: r.timedOut.Load(),
 		Held: held, InFlight: inflight,
 	}

@@ -338,10 +338,15 @@ func TestWorkersAreReusedThenRetire(t *testing.T) {
 	}
 }
 
-// A job is allocated for every request: its size is kept to the 208-byte
-// size class of the Go allocator (the next classes are 224, 240 and 256).
-func TestJobSize(t *testing.T) {
-	if n := unsafe.Sizeof(job{}); n > 208 {
-		t.Fatalf("a job takes %d bytes: more than the 208-byte size class", n)
+// What is allocated for every request stays in small size classes of the
+// Go allocator: a context (handlers made by Handle), or a context with the
+// request and a small payload (handlers registered with On). Jobs are
+// reused.
+func TestPerRequestAllocationSizes(t *testing.T) {
+	if n := unsafe.Sizeof(jobCtx{}); n > 64 {
+		t.Errorf("a jobCtx takes %d bytes: more than the 64-byte size class", n)
+	}
+	if n := unsafe.Sizeof(kept{}); n > 144 {
+		t.Errorf("a kept takes %d bytes: more than the 144-byte size class", n)
 	}
 }

@@ -48,13 +48,15 @@ func (r *Request) Payload() []byte { return r.payload }
 // returned Out is the reply. A payload that does not decode is answered
 // with an error naming the type.
 func Handle[In, Out any](r *Responder, typ string, fn func(context.Context, In) (Out, error)) {
-	r.On(typ, func(ctx context.Context, req *Request) (any, error) {
+	// The request is decoded (copied) before fn runs and fn never sees it,
+	// so it may live in the job and be reused with it (see job.own).
+	r.on(typ, entry{typed: true, h: func(ctx context.Context, req *Request) (any, error) {
 		var in In
 		if err := req.Decode(&in); err != nil {
 			return nil, &Error{Code: "bad_request", Message: err.Error()}
 		}
 		return fn(ctx, in)
-	})
+	}})
 }
 
 // Stats counts a responder's work since it started.
@@ -69,9 +71,16 @@ type Stats struct {
 	InFlight  int    // handlers running or waiting for a slot now
 }
 
+// entry is a registered handler. typed marks the handlers Handle makes,
+// which cannot keep their *Request (see job).
+type entry struct {
+	h     HandlerFunc
+	typed bool
+}
+
 type route struct {
 	pattern string
-	h       HandlerFunc
+	entry
 }
 
 type reqKey struct {
@@ -81,25 +90,92 @@ type reqKey struct {
 }
 
 // job is one accepted request, from its arrival until its reply is sent.
+// Jobs are reused (jobPool), so what a handler may keep after it returns
+// is allocated apart for each request: its context always, and the
+// request of a handler registered with On (held with its context in a
+// kept). A handler made by Handle never sees its *Request: the job's own
+// is used, with the payload in the job's buffers.
 type job struct {
 	key  reqKey
-	req  Request
 	h    HandlerFunc
-	ctx  jobCtx
+	ctx  *jobCtx
+	req  *Request
 	back *wire.Writer // held from arrival until the job starts (see start)
 
 	// prev and next link the responder's running jobs (Responder.runHead).
 	prev, next *job
 
-	// small holds the payload of a small request, which then costs no
-	// allocation of its own (jobs are not reused: a handler may keep its
-	// request and context).
+	own   Request            // typed handlers' request
+	small [smallPayload]byte // own's payload when small
+	big   []byte             // own's payload when larger, reused up to maxJobBuf
+}
+
+// kept is what a handler registered with On may keep after it returns: its
+// context and its request, allocated together for each request (and the
+// payload too, when small).
+type kept struct {
+	ctx   jobCtx
+	req   Request
 	small [smallPayload]byte
 }
 
-// smallPayload is the largest request payload kept inside its job: with
-// it, a job fills the allocator's 208-byte size class (checked by a test).
-const smallPayload = 32
+const (
+	// smallPayload is the largest request payload kept in a job's or a
+	// kept's own array.
+	smallPayload = 32
+	// maxJobBuf bounds the payload buffer a reused job keeps.
+	maxJobBuf = 16 << 10
+)
+
+var jobPool = sync.Pool{New: func() any { return new(job) }}
+
+// newJob returns a job for the request in f, for handler e, with its
+// context and request ready (the payload copied: f's bytes are the read
+// loop's).
+func newJob(key reqKey, e entry, from string, f *wire.Frame) *job {
+	j := jobPool.Get().(*job)
+	j.key, j.h = key, e.h
+	var src []byte
+	if e.typed {
+		j.ctx = new(jobCtx)
+		j.own = Request{Type: f.Header.Name, From: from}
+		j.req = &j.own
+		switch n := len(f.Payload); {
+		case n == 0:
+		case n <= smallPayload:
+			src = j.small[:0:n]
+		default:
+			if cap(j.big) < n {
+				j.big = make([]byte, 0, n)
+			}
+			src = j.big[:0]
+		}
+	} else {
+		k := &kept{req: Request{Type: f.Header.Name, From: from}}
+		j.ctx, j.req = &k.ctx, &k.req
+		if n := len(f.Payload); n > 0 && n <= smallPayload {
+			src = k.small[:0:n]
+		}
+	}
+	if len(f.Payload) > 0 {
+		j.req.payload = append(src, f.Payload...)
+	}
+	if f.Header.Deadline > 0 {
+		j.ctx.deadline = time.Now().Add(time.Duration(f.Header.Deadline))
+	}
+	return j
+}
+
+// free puts j back in the pool once nothing refers to it: it was taken out
+// of the responder's list, and its handler has returned (or never ran).
+func (j *job) free() {
+	big := j.big
+	if cap(big) > maxJobBuf {
+		big = nil
+	}
+	*j = job{big: big[:0]}
+	jobPool.Put(j)
+}
 
 // start releases the job's hold on the connection it came in on: the
 // replies of the jobs that arrived together are written together, by a
@@ -137,7 +213,7 @@ type Responder struct {
 
 	mu      sync.Mutex
 	port    atomic.Pointer[mesh.Port] // set once, by the first On (under mu)
-	exact   map[string]HandlerFunc
+	exact   map[string]entry
 	wild    []route
 	active  int   // workers not idle: running a job, or waking to take one
 	waking  int   // workers woken (or started) that have not taken a job yet
@@ -164,11 +240,16 @@ type Responder struct {
 	wg     sync.WaitGroup
 	idle   chan struct{} // signalled when active drops to zero
 
-	received, answered, errs, panics, noHandler, expired, canceled atomic.Uint64
+	// received and answered change on every request, under mu, which the
+	// code that counts them holds anyway (as atomics, they would be cache
+	// lines that the read loops and the workers take from each other).
+	// received leaves out the requests counted in noHandler.
+	received, answered                          uint64
+	errs, panics, noHandler, expired, canceled atomic.Uint64
 }
 
 type routeTable struct {
-	exact map[string]HandlerFunc
+	exact map[string]entry
 	wild  []route
 }
 
@@ -198,12 +279,12 @@ func New(name string, opts ...Option) (*Responder, error) {
 		cfg:     cfg,
 		node:    cfg.node,
 		log:     log.With("responder", name),
-		exact:   map[string]HandlerFunc{},
+		exact:   map[string]entry{},
 		idle:    make(chan struct{}, 1),
 		idleFor: workerIdle,
 	}
 	r.ctx, r.stop = context.WithCancel(context.Background())
-	r.routes.Store(&routeTable{exact: map[string]HandlerFunc{}})
+	r.routes.Store(&routeTable{exact: map[string]entry{}})
 	return r, nil
 }
 
@@ -212,11 +293,13 @@ func New(name string, opts ...Option) (*Responder, error) {
 // On("**", h) answers every type. Exact types win over patterns; among
 // patterns, the first registered wins. Registering a type again replaces
 // its handler. On panics on an invalid pattern, like http.HandleFunc.
-func (r *Responder) On(typ string, h HandlerFunc) {
+func (r *Responder) On(typ string, h HandlerFunc) { r.on(typ, entry{h: h}) }
+
+func (r *Responder) on(typ string, e entry) {
 	if err := match.ValidPattern(typ); err != nil {
 		panic(fmt.Errorf("%w: %v", ErrInvalidType, err))
 	}
-	if h == nil {
+	if e.h == nil {
 		panic(fmt.Errorf("%w: nil handler for %q", ErrInvalidType, typ))
 	}
 	r.mu.Lock()
@@ -227,14 +310,14 @@ func (r *Responder) On(typ string, h HandlerFunc) {
 	if match.IsWild(typ) {
 		i := slices.IndexFunc(r.wild, func(rt route) bool { return rt.pattern == typ })
 		if i >= 0 {
-			r.wild[i].h = h
+			r.wild[i].entry = e
 		} else {
-			r.wild = append(r.wild, route{typ, h})
+			r.wild = append(r.wild, route{typ, e})
 		}
 	} else {
-		r.exact[typ] = h
+		r.exact[typ] = e
 	}
-	rt := &routeTable{exact: make(map[string]HandlerFunc, len(r.exact)), wild: slices.Clone(r.wild)}
+	rt := &routeTable{exact: make(map[string]entry, len(r.exact)), wild: slices.Clone(r.wild)}
 	types := make([]string, 0, len(r.exact)+len(r.wild))
 	for k, v := range r.exact {
 		rt.exact[k] = v
@@ -264,26 +347,27 @@ func (r *Responder) On(typ string, h HandlerFunc) {
 	r.port.Load().Update(func(c *mesh.Component) { c.Handles = types })
 }
 
-func (rt *routeTable) lookup(typ string) HandlerFunc {
-	if h, ok := rt.exact[typ]; ok {
-		return h
+func (rt *routeTable) lookup(typ string) entry {
+	if e, ok := rt.exact[typ]; ok {
+		return e
 	}
 	for _, w := range rt.wild {
 		if match.Match(w.pattern, typ) {
-			return w.h
+			return w.entry
 		}
 	}
-	return nil
+	return entry{}
 }
 
 // Stats returns the responder's counters.
 func (r *Responder) Stats() Stats {
 	r.mu.Lock()
-	inflight := r.nrunning
+	inflight, received, answered := r.nrunning, r.received, r.answered
 	r.mu.Unlock()
+	noHandler := r.noHandler.Load()
 	return Stats{
-		Received: r.received.Load(), Answered: r.answered.Load(), Errors: r.errs.Load(),
-		Panics: r.panics.Load(), NoHandler: r.noHandler.Load(), Expired: r.expired.Load(),
+		Received: received + noHandler, Answered: answered, Errors: r.errs.Load(),
+		Panics: r.panics.Load(), NoHandler: noHandler, Expired: r.expired.Load(),
 		Canceled: r.canceled.Load(), InFlight: inflight,
 	}
 }
@@ -295,7 +379,6 @@ func (h *handler) HandleFrame(from string, f *wire.Frame) {
 	r := (*Responder)(h)
 	switch f.Kind {
 	case wire.KindRequest:
-		r.received.Add(1)
 		r.accept(from, f)
 	case wire.KindCancel:
 		r.cancel(reqKey{from, f.Header.From, f.Header.Seq})
@@ -328,6 +411,7 @@ func (h *handler) PeerDown(node string) {
 				j.back = nil
 			}
 			r.removeLocked(j)
+			j.free()
 			continue
 		}
 		out = append(out, j)
@@ -339,28 +423,19 @@ func (h *handler) PeerDown(node string) {
 // accept runs on the read loop: it must not block.
 func (r *Responder) accept(from string, f *wire.Frame) {
 	key := reqKey{from, f.Header.From, f.Header.Seq}
-	h := r.routes.Load().lookup(f.Header.Name)
-	if h == nil {
+	e := r.routes.Load().lookup(f.Header.Name)
+	if e.h == nil {
 		r.noHandler.Add(1)
 		r.post(key, &wire.Header{Status: wire.StatusNoHandler,
 			Msg: fmt.Sprintf("responder %q has no handler for %q", r.name, f.Header.Name)})
 		return
 	}
-	j := &job{key: key, h: h}
-	j.req = Request{Type: f.Header.Name, From: from}
-	switch n := len(f.Payload); {
-	case n == 0:
-	case n <= smallPayload:
-		j.req.payload = append(j.small[:0:n], f.Payload...)
-	default:
-		j.req.payload = append([]byte(nil), f.Payload...)
-	}
-	if f.Header.Deadline > 0 {
-		j.ctx.deadline = time.Now().Add(time.Duration(f.Header.Deadline))
-	}
+	j := newJob(key, e, from, f)
 	r.mu.Lock()
+	r.received++
 	if r.refuse {
 		r.mu.Unlock()
+		j.free()
 		r.post(key, &wire.Header{Status: wire.StatusRejected, Msg: "responder is shutting down"})
 		return
 	}
@@ -510,9 +585,13 @@ func (r *Responder) work(w *worker) {
 			unheld[i] = nil
 		}
 		unheld = unheld[:0]
-		r.serve(j, w)
+		answered := r.serve(j, w)
 		r.mu.Lock()
+		if answered {
+			r.answered++
+		}
 		r.removeLocked(j)
+		j.free()
 	}
 }
 
@@ -618,7 +697,9 @@ func (r *Responder) stopWorkers() {
 	r.idleW = nil
 }
 
-func (r *Responder) serve(j *job, w *worker) {
+// serve runs j's handler and sends its reply; it reports whether a reply
+// was sent.
+func (r *Responder) serve(j *job, w *worker) (answered bool) {
 	j.start()
 	defer j.cancel()
 	if err := j.ctx.Err(); err != nil {
@@ -631,7 +712,7 @@ func (r *Responder) serve(j *job, w *worker) {
 		}
 		return
 	}
-	res, err := r.call(&j.ctx, j.h, &j.req)
+	res, err := r.call(j.ctx, j.h, j.req)
 	if j.ctx.Err() == context.DeadlineExceeded {
 		// The caller's deadline, measured from the request's arrival, is
 		// later than the one the caller itself keeps: it has given up
@@ -662,11 +743,13 @@ func (r *Responder) serve(j *job, w *worker) {
 		payload = body.Bytes() // written (copied) by the time reply returns
 		defer body.Trim()
 	}
-	if ferr := r.reply(j.key, &hdr, payload); ferr != nil && len(payload) > 0 {
+	ferr := r.reply(j.key, &hdr, payload)
+	if ferr != nil && len(payload) > 0 {
 		// Most likely too large for a frame: say so instead of going silent.
-		r.reply(j.key, &wire.Header{Status: wire.StatusTooLarge,
+		ferr = r.reply(j.key, &wire.Header{Status: wire.StatusTooLarge,
 			Msg: fmt.Sprintf("reply of %d bytes to %q could not be sent: %v", len(payload), j.req.Type, ferr)}, nil)
 	}
+	return ferr == nil
 }
 
 // call runs the handler, turning a panic into an error.
@@ -690,9 +773,7 @@ func (r *Responder) reply(key reqKey, h *wire.Header, payload []byte) error {
 	// No per-reply timeout: a stalled peer is cut off by the connection's
 	// write deadline, and Close cancels r.ctx.
 	err := p.Send(r.ctx, key.node, wire.KindResponse, h, payload)
-	if err == nil {
-		r.answered.Add(1)
-	} else {
+	if err != nil {
 		r.log.Debug("reply not sent", "to", key.node, "err", err)
 	}
 	return err
