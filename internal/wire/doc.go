@@ -36,12 +36,12 @@
 // # Performance
 //
 // Encoding appends to a caller's buffer and never allocates once the buffer
-// has grown. Reader serves frames of up to 64 KiB straight from its bufio
+// has grown. Reader serves frames of up to 64 KiB straight from its own
 // buffer and larger ones from one reusable slice, so reading allocates only
 // for header strings it has not seen recently (short strings are interned
 // per Reader). Writer batches concurrent frames into one Write call with
 // flat combining: no goroutine hand-off for a lone frame, one syscall for
 // many frames under load. Writer.Hold and Release let a goroutine woken to
 // answer a frame say that it will write soon, so the answers to a burst go
-// out in one write when the last of them starts, without a yield.
+// out in one write, by a flusher the last Release starts.
 package wire

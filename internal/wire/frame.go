@@ -123,6 +123,14 @@ func FrameSize(h *Header, payload []byte) int {
 
 var zeroHeader Header
 
+// A header whose strings have shortStrings bytes or fewer in all takes at
+// most maxShortHeader bytes: the array's byte, four integers of up to 9
+// bytes, the status in 2, and three strings with their 2-byte str8 heads.
+const (
+	shortStrings   = 80
+	maxShortHeader = 1 + 4*9 + 2 + 3*2 + shortStrings // 125, under 128
+)
+
 // AppendFrame appends one encoded frame to dst and returns the extended
 // buffer. If the frame would exceed max bytes after the length prefix
 // (DefaultMaxFrame when max <= 0) it returns dst unchanged and an error
@@ -132,6 +140,26 @@ func AppendFrame(dst []byte, kind Kind, h *Header, payload []byte, max int) ([]b
 		h = &zeroHeader
 	}
 	max = normMax(max)
+	if len(h.Name)+len(h.Code)+len(h.Msg) <= shortStrings && 2+1+maxShortHeader+len(payload) <= max {
+		// Nearly every frame: the header is under 128 bytes, so its length
+		// takes one byte, and the frame is within the limit whatever the
+		// header's exact size. It is written in one pass, and the two
+		// lengths are filled in after.
+		start := len(dst)
+		dst = slices.Grow(dst, 4+2+1+maxShortHeader+len(payload))
+		dst = append(dst, 0, 0, 0, 0, Version, byte(kind), 0)
+		dst = h.AppendMsgpack(dst)
+		hs := len(dst) - start - 7
+		dst[start+6] = byte(hs)
+		binary.BigEndian.PutUint32(dst[start:], uint32(3+hs+len(payload)))
+		return append(dst, payload...), nil
+	}
+	return appendFrameSized(dst, kind, h, payload, max)
+}
+
+// appendFrameSized is AppendFrame for any header: it sizes the header
+// first, for its length and the limit.
+func appendFrameSized(dst []byte, kind Kind, h *Header, payload []byte, max int) ([]byte, error) {
 	hs := h.msgpackSize()
 	n := uint64(2+uvarintLen(uint64(hs))) + uint64(hs) + uint64(len(payload))
 	if n > uint64(max) {
@@ -179,29 +207,41 @@ func tooLarge(n uint32, max int) error {
 // parseBody decodes the part of a frame after the length prefix. Strings go
 // through tab when it is not nil.
 func parseBody(body []byte, tab *strTable) (Frame, error) {
+	var f Frame
+	err := parseBodyInto(&f, body, tab)
+	return f, err
+}
+
+// parseBodyInto is parseBody into *f, which it overwrites (all of it but
+// Back) when it succeeds; on an error f is left unspecified.
+func parseBodyInto(f *Frame, body []byte, tab *strTable) error {
 	if len(body) == 0 {
-		return Frame{}, fmt.Errorf("%w: empty frame", ErrMalformed)
+		return fmt.Errorf("%w: empty frame", ErrMalformed)
 	}
 	if body[0] != Version {
-		return Frame{}, fmt.Errorf("%w: got %d, want %d", ErrVersion, body[0], Version)
+		return fmt.Errorf("%w: got %d, want %d", ErrVersion, body[0], Version)
 	}
 	if len(body) < 3 {
-		return Frame{}, fmt.Errorf("%w: frame of %d bytes is too short", ErrMalformed, len(body))
+		return fmt.Errorf("%w: frame of %d bytes is too short", ErrMalformed, len(body))
 	}
-	f := Frame{Kind: Kind(body[1])}
-	hl, k := binary.Uvarint(body[2:])
-	if k <= 0 {
-		return Frame{}, fmt.Errorf("%w: bad header length varint", ErrMalformed)
+	f.Kind = Kind(body[1])
+	var hl uint64
+	k := 1
+	if c := body[2]; c < 0x80 {
+		hl = uint64(c) // a one-byte uvarint: headers under 128 bytes
+	} else if hl, k = binary.Uvarint(body[2:]); k <= 0 {
+		return fmt.Errorf("%w: bad header length varint", ErrMalformed)
 	}
 	rest := body[2+k:]
 	if hl > uint64(len(rest)) {
-		return Frame{}, fmt.Errorf("%w: header length %d beyond the %d bytes left in the frame", ErrMalformed, hl, len(rest))
+		return fmt.Errorf("%w: header length %d beyond the %d bytes left in the frame", ErrMalformed, hl, len(rest))
 	}
 	if err := f.Header.unmarshal(rest[:hl], tab); err != nil {
-		return Frame{}, err
+		return err
 	}
+	f.Payload = nil
 	if p := rest[hl:]; len(p) > 0 {
 		f.Payload = p[:len(p):len(p)]
 	}
-	return f, nil
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 	"testing"
@@ -242,5 +243,33 @@ func TestAppendFrameAllocs(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { _, _, _ = Decode(buf, 0) }); n != 1 {
 		t.Fatalf("Decode: %v allocs, want 1 (the name)", n)
+	}
+}
+
+// AppendFrame's one-pass form (short strings, a frame well within the
+// limit) writes the same bytes as the sizing one, and the limit is checked
+// the same at its edges.
+func TestAppendFrameOnePassMatchesSized(t *testing.T) {
+	hs := testHeaders()
+	hs = append(hs,
+		Header{Name: strings.Repeat("n", 31), Code: strings.Repeat("c", 31), Msg: strings.Repeat("m", 18)}, // 80: one pass
+		Header{Name: strings.Repeat("n", 31), Code: strings.Repeat("c", 31), Msg: strings.Repeat("m", 19)}, // 81: sized
+		Header{To: math.MaxUint64, From: math.MaxUint64, Seq: math.MaxUint64, Deadline: math.MinInt64, Status: 255, Name: strings.Repeat("n", 80)},
+	)
+	for _, h := range hs {
+		for _, n := range []int{0, 1, 16, 200, 5000} {
+			payload := bytes.Repeat([]byte{0xab}, n)
+			size := FrameSize(&h, payload)
+			for _, max := range []int{0, size - 1, size, size + 1, 2 + 1 + maxShortHeader + n, 2 + maxShortHeader + n} {
+				if max < 0 {
+					continue
+				}
+				got, gerr := AppendFrame([]byte{0xee}, KindRequest, &h, payload, max)
+				want, werr := appendFrameSized([]byte{0xee}, KindRequest, &h, payload, normMax(max))
+				if (gerr == nil) != (werr == nil) || !bytes.Equal(got, want) {
+					t.Fatalf("%+.40v, %d-byte payload, limit %d: %x (%v), want %x (%v)", h, n, max, got, gerr, want, werr)
+				}
+			}
+		}
 	}
 }

@@ -109,14 +109,24 @@ func (h *Header) msgpackSize() int {
 // too large, and AppendMsgpack panics on them.
 func (h *Header) AppendMsgpack(dst []byte) []byte {
 	dst = append(dst, mpFixArray|headerFields)
-	dst = appendUint(dst, h.To)
-	dst = appendUint(dst, h.From)
+	// The one-byte forms (small ids, no deadline, status 0, empty code and
+	// message) inline; the rest through the append functions.
+	if h.To <= 0x7f && h.From <= 0x7f {
+		dst = append(dst, byte(h.To), byte(h.From))
+	} else {
+		dst = appendUint(appendUint(dst, h.To), h.From)
+	}
 	dst = appendUint(dst, h.Seq)
 	dst = appendStr(dst, h.Name)
-	dst = appendInt(dst, h.Deadline)
-	dst = appendUint(dst, uint64(h.Status))
-	dst = appendStr(dst, h.Code)
-	return appendStr(dst, h.Msg)
+	if h.Deadline == 0 && h.Status <= 0x7f {
+		dst = append(dst, 0, h.Status)
+	} else {
+		dst = appendUint(appendInt(dst, h.Deadline), uint64(h.Status))
+	}
+	if h.Code == "" && h.Msg == "" {
+		return append(dst, mpFixStr, mpFixStr)
+	}
+	return appendStr(appendStr(dst, h.Code), h.Msg)
 }
 
 func appendUint(b []byte, v uint64) []byte {
@@ -178,6 +188,15 @@ func (h *Header) UnmarshalMsgpack(b []byte) error {
 }
 
 func (h *Header) unmarshal(b []byte, tab *strTable) error {
+	if h.unmarshalFast(b, tab) {
+		return nil
+	}
+	return h.unmarshalAny(b, tab)
+}
+
+// unmarshalAny is the general decoder: every encoding the package
+// documentation accepts.
+func (h *Header) unmarshalAny(b []byte, tab *strTable) error {
 	d := decoder{b: b, tab: tab}
 	n, err := d.arrayLen()
 	if err != nil {
@@ -223,6 +242,122 @@ func (h *Header) unmarshal(b []byte, tab *strTable) error {
 	}
 	*h = x
 	return nil
+}
+
+// unmarshalFast decodes b when it is in the form AppendMsgpack writes
+// (exactly 8 elements; integers as fixint, negative fixint for Deadline, or
+// uint8..uint64; strings as fixstr or str8), which is every header warren
+// sends, in one pass with no error values. It reports false, leaving h
+// alone, for anything else: the general decoder then decides, so the
+// result is the same either way (FuzzHeaderFastPath checks it). The
+// one-byte forms are decoded inline; the others go through fastUint and
+// fastStr.
+func (h *Header) unmarshalFast(b []byte, tab *strTable) bool {
+	if len(b) < 1+headerFields || b[0] != mpFixArray|headerFields {
+		return false
+	}
+	var x Header
+	i, ok := 1, false
+	// To, From and Seq.
+	for _, v := range [3]*uint64{&x.To, &x.From, &x.Seq} {
+		if i < len(b) && b[i] <= 0x7f {
+			*v, i = uint64(b[i]), i+1
+		} else if *v, i, ok = fastUint(b, i); !ok {
+			return false
+		}
+	}
+	if x.Name, i, ok = fastStr(b, i, tab); !ok {
+		return false
+	}
+	switch {
+	case i >= len(b):
+		return false
+	case b[i] <= 0x7f:
+		x.Deadline, i = int64(b[i]), i+1
+	case b[i] >= 0xe0:
+		x.Deadline, i = int64(int8(b[i])), i+1 // negative fixint
+	default:
+		var d uint64
+		if d, i, ok = fastUint(b, i); !ok || d > math.MaxInt64 {
+			return false
+		}
+		x.Deadline = int64(d)
+	}
+	if i < len(b) && b[i] <= 0x7f {
+		x.Status, i = b[i], i+1
+	} else {
+		var st uint64
+		if st, i, ok = fastUint(b, i); !ok || st > math.MaxUint8 {
+			return false
+		}
+		x.Status = uint8(st)
+	}
+	if i < len(b) && b[i] == mpFixStr {
+		i++ // empty Code, as in every reply but errors
+	} else if x.Code, i, ok = fastStr(b, i, tab); !ok {
+		return false
+	}
+	if i < len(b) && b[i] == mpFixStr {
+		i++
+	} else if x.Msg, i, ok = fastStr(b, i, tab); !ok {
+		return false
+	}
+	if i != len(b) {
+		return false
+	}
+	*h = x
+	return true
+}
+
+// fastUint reads a positive fixint or uint8..uint64 at b[i].
+func fastUint(b []byte, i int) (uint64, int, bool) {
+	if i >= len(b) {
+		return 0, i, false
+	}
+	c := b[i]
+	if c <= 0x7f {
+		return uint64(c), i + 1, true
+	}
+	if c < mpUint8 || c > mpUint64 {
+		return 0, i, false
+	}
+	n := 1 << (c - mpUint8)
+	if len(b)-i-1 < n {
+		return 0, i, false
+	}
+	p := b[i+1 : i+1+n]
+	var v uint64
+	switch n {
+	case 1:
+		v = uint64(p[0])
+	case 2:
+		v = uint64(binary.BigEndian.Uint16(p))
+	case 4:
+		v = uint64(binary.BigEndian.Uint32(p))
+	default:
+		v = binary.BigEndian.Uint64(p)
+	}
+	return v, i + 1 + n, true
+}
+
+// fastStr reads a fixstr or str8 at b[i].
+func fastStr(b []byte, i int, tab *strTable) (string, int, bool) {
+	if i >= len(b) {
+		return "", i, false
+	}
+	var n, start int
+	switch c := b[i]; {
+	case c&0xe0 == mpFixStr:
+		n, start = int(c&0x1f), i+1
+	case c == mpStr8 && i+1 < len(b):
+		n, start = int(b[i+1]), i+2
+	default:
+		return "", i, false
+	}
+	if len(b)-start < n {
+		return "", i, false
+	}
+	return tab.str(b[start : start+n]), start + n, true
 }
 
 // decoder reads msgpack values from b starting at i.
@@ -435,6 +570,7 @@ func (d *decoder) skip() error {
 // It is direct-mapped and fixed in size: hostile input can only make it miss.
 type strTable struct {
 	seed  maphash.Seed
+	last  string // the string returned last: most frames repeat it
 	slots [256]string
 }
 
@@ -451,11 +587,13 @@ func (t *strTable) str(b []byte) string {
 	if t == nil || len(b) > internMaxLen {
 		return string(b)
 	}
-	slot := &t.slots[maphash.Bytes(t.seed, b)%uint64(len(t.slots))]
-	if *slot == string(b) {
-		return *slot
+	if t.last == string(b) {
+		return t.last
 	}
-	s := string(b)
-	*slot = s
-	return s
+	slot := &t.slots[maphash.Bytes(t.seed, b)%uint64(len(t.slots))]
+	if *slot != string(b) {
+		*slot = string(b)
+	}
+	t.last = *slot
+	return t.last
 }
