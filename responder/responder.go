@@ -36,9 +36,21 @@ type Request struct {
 // does not decode into v gives an error wrapping ErrDecode.
 func (r *Request) Decode(v any) error {
 	if err := codec.Unmarshal(r.payload, v); err != nil {
-		return fmt.Errorf("%w %q: %w", ErrDecode, r.Type, err)
+		return r.decodeError(err)
 	}
 	return nil
+}
+
+// decodeBytes is Decode into a []byte that does not escape.
+func (r *Request) decodeBytes(p *[]byte) error {
+	if err := codec.UnmarshalBytes(r.payload, p); err != nil {
+		return r.decodeError(err)
+	}
+	return nil
+}
+
+func (r *Request) decodeError(err error) error {
+	return fmt.Errorf("%w %q: %w", ErrDecode, r.Type, err)
 }
 
 // Payload returns the raw msgpack payload.
@@ -48,15 +60,55 @@ func (r *Request) Payload() []byte { return r.payload }
 // returned Out is the reply. A payload that does not decode is answered
 // with an error naming the type.
 func Handle[In, Out any](r *Responder, typ string, fn func(context.Context, In) (Out, error)) {
+	if fn == nil {
+		r.on(typ, entry{}) // panics, as On does
+	}
+	_, bytesIn := any(*new(In)).([]byte)
 	// The request is decoded (copied) before fn runs and fn never sees it,
 	// so it may live in the job and be reused with it (see job.own).
-	r.on(typ, entry{typed: true, h: func(ctx context.Context, req *Request) (any, error) {
-		var in In
-		if err := req.Decode(&in); err != nil {
-			return nil, &Error{Code: "bad_request", Message: err.Error()}
+	r.on(typ, entry{typed: true, serve: func(ctx context.Context, req *Request, enc *codec.Buffer) error {
+		in, err := decodeArg[In](req, bytesIn)
+		if err != nil {
+			return &Error{Code: "bad_request", Message: err.Error()}
 		}
-		return fn(ctx, in)
+		out, err := fn(ctx, in)
+		if err != nil {
+			return err
+		}
+		return encodeResult(enc, out)
 	}})
+}
+
+// decodeArg decodes a typed handler's argument. A []byte argument is
+// decoded into a variable of its own that does not escape (v below does,
+// through msgpack), so that raw bytes cost only their copy.
+func decodeArg[In any](req *Request, bytesIn bool) (In, error) {
+	if bytesIn {
+		var b []byte
+		err := req.decodeBytes(&b)
+		return any(b).(In), err
+	}
+	var v In
+	err := req.Decode(&v)
+	return v, err
+}
+
+// encodeResult encodes a typed handler's result into enc; raw bytes are
+// written without putting them in an interface (an allocation).
+func encodeResult[Out any](enc *codec.Buffer, out Out) error {
+	if b, ok := any(out).([]byte); ok && b != nil {
+		enc.EncodeBytes(b)
+		return nil
+	}
+	return encodeReply(enc, out)
+}
+
+// encodeReply encodes a handler's result (nil: no reply payload) into enc.
+func encodeReply(enc *codec.Buffer, v any) error {
+	if err := enc.Encode(v); err != nil {
+		return &Error{Code: "encode", Message: err.Error()}
+	}
+	return nil
 }
 
 // Stats counts a responder's work since it started.
@@ -71,10 +123,14 @@ type Stats struct {
 	InFlight  int    // handlers running or waiting for a slot now
 }
 
+// serveFunc runs a handler: it leaves the encoded reply, if there is one,
+// in enc (left empty otherwise).
+type serveFunc func(ctx context.Context, req *Request, enc *codec.Buffer) error
+
 // entry is a registered handler. typed marks the handlers Handle makes,
 // which cannot keep their *Request (see job).
 type entry struct {
-	h     HandlerFunc
+	serve serveFunc
 	typed bool
 }
 
@@ -96,11 +152,11 @@ type reqKey struct {
 // kept). A handler made by Handle never sees its *Request: the job's own
 // is used, with the payload in the job's buffers.
 type job struct {
-	key  reqKey
-	h    HandlerFunc
-	ctx  *jobCtx
-	req  *Request
-	back *wire.Writer // held from arrival until the job starts (see start)
+	key   reqKey
+	serve serveFunc
+	ctx   *jobCtx
+	req   *Request
+	back  *wire.Writer // held from arrival until the job starts (see start)
 
 	// prev and next link the responder's running jobs (Responder.runHead).
 	prev, next *job
@@ -134,7 +190,7 @@ var jobPool = sync.Pool{New: func() any { return new(job) }}
 // loop's).
 func newJob(key reqKey, e entry, from string, f *wire.Frame) *job {
 	j := jobPool.Get().(*job)
-	j.key, j.h = key, e.h
+	j.key, j.serve = key, e.serve
 	var src []byte
 	if e.typed {
 		j.ctx = new(jobCtx)
@@ -244,7 +300,7 @@ type Responder struct {
 	// code that counts them holds anyway (as atomics, they would be cache
 	// lines that the read loops and the workers take from each other).
 	// received leaves out the requests counted in noHandler.
-	received, answered                          uint64
+	received, answered                         uint64
 	errs, panics, noHandler, expired, canceled atomic.Uint64
 }
 
@@ -293,13 +349,26 @@ func New(name string, opts ...Option) (*Responder, error) {
 // On("**", h) answers every type. Exact types win over patterns; among
 // patterns, the first registered wins. Registering a type again replaces
 // its handler. On panics on an invalid pattern, like http.HandleFunc.
-func (r *Responder) On(typ string, h HandlerFunc) { r.on(typ, entry{h: h}) }
+func (r *Responder) On(typ string, h HandlerFunc) {
+	e := entry{}
+	if h != nil {
+		e.serve = func(ctx context.Context, req *Request, enc *codec.Buffer) error {
+			res, err := h(ctx, req)
+			if err != nil || res == nil {
+				return err
+			}
+			return encodeReply(enc, res)
+		}
+	}
+	r.on(typ, e)
+}
 
+// on registers e for typ (see On); a nil e.serve is a nil handler.
 func (r *Responder) on(typ string, e entry) {
 	if err := match.ValidPattern(typ); err != nil {
 		panic(fmt.Errorf("%w: %v", ErrInvalidType, err))
 	}
-	if e.h == nil {
+	if e.serve == nil {
 		panic(fmt.Errorf("%w: nil handler for %q", ErrInvalidType, typ))
 	}
 	r.mu.Lock()
@@ -424,7 +493,7 @@ func (h *handler) PeerDown(node string) {
 func (r *Responder) accept(from string, f *wire.Frame) {
 	key := reqKey{from, f.Header.From, f.Header.Seq}
 	e := r.routes.Load().lookup(f.Header.Name)
-	if e.h == nil {
+	if e.serve == nil {
 		r.noHandler.Add(1)
 		r.post(key, &wire.Header{Status: wire.StatusNoHandler,
 			Msg: fmt.Sprintf("responder %q has no handler for %q", r.name, f.Header.Name)})
@@ -712,7 +781,11 @@ func (r *Responder) serve(j *job, w *worker) (answered bool) {
 		}
 		return
 	}
-	res, err := r.call(j.ctx, j.h, j.req)
+	if w.enc == nil {
+		w.enc = codec.NewBuffer()
+	}
+	defer w.enc.Trim()
+	err := r.call(j, w.enc)
 	if j.ctx.Err() == context.DeadlineExceeded {
 		// The caller's deadline, measured from the request's arrival, is
 		// later than the one the caller itself keeps: it has given up
@@ -722,26 +795,13 @@ func (r *Responder) serve(j *job, w *worker) (answered bool) {
 		return
 	}
 	hdr := wire.Header{Status: wire.StatusOK}
-	var body *codec.Buffer
-	if err == nil && res != nil {
-		if w.enc == nil {
-			w.enc = codec.NewBuffer()
-		}
-		if err = w.enc.Encode(res); err != nil {
-			err = &Error{Code: "encode", Message: err.Error()}
-		} else {
-			body = w.enc
-		}
-	}
+	var payload []byte
 	if err != nil {
 		r.errs.Add(1)
 		hdr.Status = wire.StatusError
 		hdr.Code, hdr.Msg = errorCode(err)
-	}
-	var payload []byte
-	if body != nil {
-		payload = body.Bytes() // written (copied) by the time reply returns
-		defer body.Trim()
+	} else {
+		payload = w.enc.Bytes() // written (copied) by the time reply returns
 	}
 	ferr := r.reply(j.key, &hdr, payload)
 	if ferr != nil && len(payload) > 0 {
@@ -752,16 +812,18 @@ func (r *Responder) serve(j *job, w *worker) (answered bool) {
 	return ferr == nil
 }
 
-// call runs the handler, turning a panic into an error.
-func (r *Responder) call(ctx context.Context, h HandlerFunc, req *Request) (res any, err error) {
+// call runs j's handler, which leaves its encoded reply in enc, turning a
+// panic (in the handler, or in a marshaler its reply's type brings) into
+// an error.
+func (r *Responder) call(j *job, enc *codec.Buffer) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			r.panics.Add(1)
-			r.log.Error("handler panicked", "type", req.Type, "panic", p, "stack", string(debug.Stack()))
-			res, err = nil, &Error{Code: "panic", Message: fmt.Sprintf("handler for %q panicked: %v", req.Type, p)}
+			r.log.Error("handler panicked", "type", j.req.Type, "panic", p, "stack", string(debug.Stack()))
+			err = &Error{Code: "panic", Message: fmt.Sprintf("handler for %q panicked: %v", j.req.Type, p)}
 		}
 	}()
-	return h(ctx, req)
+	return j.serve(j.ctx, j.req, enc)
 }
 
 func (r *Responder) reply(key reqKey, h *wire.Header, payload []byte) error {

@@ -87,6 +87,13 @@ func (b *Buffer) Encode(v any) error {
 	return nil
 }
 
+// EncodeBytes is Encode of a non-nil []byte, which it writes with no
+// interface (and so no allocation) in the way.
+func (b *Buffer) EncodeBytes(p []byte) {
+	b.buf.Reset()
+	appendBin(&b.buf, p)
+}
+
 // Bytes returns the encoding; valid until Release, Trim or the next Encode.
 func (b *Buffer) Bytes() []byte { return b.buf.Bytes() }
 
@@ -158,6 +165,20 @@ func Unmarshal(data []byte, v any) error {
 		return fmt.Errorf("%w into %T: %w", ErrDecode, v, err)
 	}
 	return nil
+}
+
+// UnmarshalBytes is Unmarshal into a []byte, and does not keep p (it does
+// not escape): a payload that is one msgpack bin is decoded in place, any
+// other goes msgpack's way through a copy of *p.
+func UnmarshalBytes(data []byte, p *[]byte) error {
+	if len(data) == 0 || decodeBin(data, p) {
+		return nil
+	}
+	v := new([]byte)
+	*v = *p
+	err := Unmarshal(data, v)
+	*p = *v
+	return err
 }
 
 // appendBin writes p as a msgpack bin, byte for byte as msgpack's encoder
