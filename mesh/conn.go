@@ -512,9 +512,7 @@ func (n *Node) readLoop(c *conn) {
 	defer n.connClosed(c)
 	var f wire.Frame // one per connection: handlers must not keep it
 	for {
-		var err error
-		f, err = c.r.Next()
-		if err != nil {
+		if err := c.r.ReadFrame(&f); err != nil {
 			switch {
 			case errors.Is(err, wire.ErrMalformed) || errors.Is(err, wire.ErrFrameTooLarge) || errors.Is(err, wire.ErrVersion):
 				// Bad input from the peer: worth an operator's attention.
