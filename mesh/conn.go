@@ -148,6 +148,20 @@ func (n *Node) connTo(ctx context.Context, id string) (*conn, error) {
 	return n.connect(ctx, p, false)
 }
 
+// connOf returns the connection to node whose Writer is w, if it is still
+// the current one (or the loopback connection's).
+func (n *Node) connOf(node string, w *wire.Writer) *conn {
+	if n.self != nil && n.self.w == w {
+		return n.self
+	}
+	if p := n.peerNow(node); p != nil {
+		if c := p.conn.Load(); c != nil && c.w == w {
+			return c
+		}
+	}
+	return nil
+}
+
 // connNow returns the current connection to a node without waiting.
 func (n *Node) connNow(id string) (*conn, error) {
 	if id == n.id {

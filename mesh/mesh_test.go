@@ -377,3 +377,81 @@ func TestAwait(t *testing.T) {
 		t.Fatalf("Await = %v, want deadline exceeded", err)
 	}
 }
+
+// replyHandler answers every request frame with Reply on the connection it
+// came in on, and keeps the last request's Writer.
+type replyHandler struct {
+	port *mesh.Port
+	mu   sync.Mutex
+	back *wire.Writer
+	errs chan error
+}
+
+func (h *replyHandler) HandleFrame(from string, f *wire.Frame) {
+	if f.Kind != wire.KindRequest {
+		return
+	}
+	h.mu.Lock()
+	h.back = f.Back
+	h.mu.Unlock()
+	back, hdr, payload := f.Back, wire.Header{To: f.Header.From, Seq: f.Header.Seq}, append([]byte(nil), f.Payload...)
+	go func() { // never block a read loop
+		h.errs <- h.port.Reply(context.Background(), back, from, &hdr, payload)
+	}()
+}
+func (h *replyHandler) PeerDown(string) {}
+
+// Reply answers on the connection the request came in on, from another node
+// and from the node itself; on a connection that has closed since, it
+// fails with ErrUnreachable.
+func TestReplyGoesBackOnTheIncomingConnection(t *testing.T) {
+	meshtest.CheckGoroutines(t)
+	nodes := meshtest.Cluster(t, 2)
+	a, b := nodes[0], nodes[1]
+	hb := &replyHandler{errs: make(chan error, 4)}
+	pb, err := b.Register(mesh.Component{Kind: mesh.KindResponder, Name: "replier", Handles: []string{"x"}}, hb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb.port = pb
+	ha := &countHandler{}
+	pa, err := a.Register(mesh.Component{Kind: mesh.KindRequester, Name: "asker"}, ha)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	hs := &replyHandler{errs: make(chan error, 4)}
+	ps, err := a.Register(mesh.Component{Kind: mesh.KindResponder, Name: "self-replier", Handles: []string{"y"}}, hs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs.port = ps
+	for i, to := range []struct {
+		node string
+		id   uint64
+		h    *replyHandler
+	}{{b.ID(), pb.ID(), hb}, {a.ID(), ps.ID(), hs}} {
+		if err := pa.Send(ctx, to.node, wire.KindRequest, &wire.Header{To: to.id, Seq: uint64(i + 1), Name: "x"}, []byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-to.h.errs; err != nil {
+			t.Fatalf("reply %d: %v", i, err)
+		}
+		meshtest.Eventually(t, 5*time.Second, func() error {
+			if ha.frames.Load() != int64(i+1) {
+				return fmt.Errorf("%d replies received, want %d", ha.frames.Load(), i+1)
+			}
+			return nil
+		})
+	}
+	hb.mu.Lock()
+	stale := hb.back
+	hb.mu.Unlock()
+	if !mesh.DropConn(b, a.ID()) {
+		t.Fatal("no connection to drop")
+	}
+	if err := pb.Reply(ctx, stale, a.ID(), &wire.Header{To: pa.ID(), Seq: 9}, nil); !errors.Is(err, mesh.ErrUnreachable) {
+		t.Fatalf("reply on a dropped connection: %v, want ErrUnreachable", err)
+	}
+}

@@ -110,6 +110,28 @@ func (p *Port) Send(ctx context.Context, node string, kind wire.Kind, h *wire.He
 	return nil
 }
 
+// Reply writes a response on back, the Writer of the connection the
+// request came in on (its frame's Back), saving the lookup of node's
+// connection that Send makes; node is the requester's node. A reply that
+// finds back closed fails (the requester learns of the lost connection
+// from its own side). Errors are Send's.
+func (p *Port) Reply(ctx context.Context, back *wire.Writer, node string, h *wire.Header, payload []byte) error {
+	if back == nil {
+		return p.Send(ctx, node, wire.KindResponse, h, payload)
+	}
+	h.From = p.id
+	if err := back.WriteFrame(ctx, wire.KindResponse, h, payload); err != nil {
+		if errors.Is(err, wire.ErrFrameTooLarge) || ctx.Err() != nil {
+			return err
+		}
+		if c := p.n.connOf(node, back); c != nil {
+			c.close() // the connection is broken: the read loop cleans up
+		}
+		return fmt.Errorf("%w: %s: %v", ErrUnreachable, node, err)
+	}
+	return nil
+}
+
 // Post sends a small frame like Send but never blocks, for replies sent
 // from HandleFrame (a connection's read loop): it fails at once when there
 // is no connection to node, and does not wait for buffer space.

@@ -156,7 +156,8 @@ type job struct {
 	serve serveFunc
 	ctx   *jobCtx
 	req   *Request
-	back  *wire.Writer // held from arrival until the job starts (see start)
+	back  *wire.Writer // the connection it came in on: the reply goes back on it
+	held  bool         // back is held from arrival until the job starts (see start)
 
 	// prev and next link the responder's running jobs (Responder.runHead).
 	prev, next *job
@@ -190,7 +191,7 @@ var jobPool = sync.Pool{New: func() any { return new(job) }}
 // loop's).
 func newJob(key reqKey, e entry, from string, f *wire.Frame) *job {
 	j := jobPool.Get().(*job)
-	j.key, j.serve = key, e.serve
+	j.key, j.serve, j.back = key, e.serve, f.Back
 	var src []byte
 	if e.typed {
 		j.ctx = new(jobCtx)
@@ -240,9 +241,9 @@ func (j *job) free() {
 // its handler is quick), and a slow handler never holds back another's
 // reply.
 func (j *job) start() {
-	if j.back != nil {
+	if j.held {
 		j.back.Release()
-		j.back = nil
+		j.held = false
 	}
 }
 
@@ -475,9 +476,9 @@ func (h *handler) PeerDown(node string) {
 	for _, j := range live {
 		if j.key.node == node {
 			j.cancel()
-			if j.back != nil {
+			if j.held {
 				unheld = append(unheld, j.back)
-				j.back = nil
+				j.held = false
 			}
 			r.removeLocked(j)
 			j.free()
@@ -520,11 +521,11 @@ func (r *Responder) accept(from string, f *wire.Frame) {
 	if r.waking == 0 && r.active < r.cfg.concurrency {
 		w = r.wakeLocked()
 	}
-	if r.waking > 0 && f.Back != nil {
+	if r.waking > 0 && j.back != nil {
 		// A worker will take it soon: replies written on its connection
 		// meanwhile wait for that (see job.start), so the replies to one
 		// burst share a write.
-		j.back = f.Back
+		j.held = true
 		j.back.Hold()
 	}
 	r.mu.Unlock()
@@ -640,9 +641,9 @@ func (r *Responder) work(w *worker) {
 				// Every worker is busy: the jobs that wait may wait long,
 				// and must not hold back other replies meanwhile.
 				for _, q := range r.backlog.jobs() {
-					if q.back != nil {
+					if q.held {
 						unheld = append(unheld, q.back)
-						q.back = nil
+						q.held = false
 					}
 				}
 			}
@@ -803,10 +804,10 @@ func (r *Responder) serve(j *job, w *worker) (answered bool) {
 	} else {
 		payload = w.enc.Bytes() // written (copied) by the time reply returns
 	}
-	ferr := r.reply(j.key, &hdr, payload)
+	ferr := r.reply(j, &hdr, payload)
 	if ferr != nil && len(payload) > 0 {
 		// Most likely too large for a frame: say so instead of going silent.
-		ferr = r.reply(j.key, &wire.Header{Status: wire.StatusTooLarge,
+		ferr = r.reply(j, &wire.Header{Status: wire.StatusTooLarge,
 			Msg: fmt.Sprintf("reply of %d bytes to %q could not be sent: %v", len(payload), j.req.Type, ferr)}, nil)
 	}
 	return ferr == nil
@@ -826,17 +827,18 @@ func (r *Responder) call(j *job, enc *codec.Buffer) (err error) {
 	return j.serve(j.ctx, j.req, enc)
 }
 
-func (r *Responder) reply(key reqKey, h *wire.Header, payload []byte) error {
+// reply answers j on the connection it came in on.
+func (r *Responder) reply(j *job, h *wire.Header, payload []byte) error {
 	p := r.port.Load()
 	if p == nil {
 		return ErrClosed
 	}
-	h.To, h.Seq = key.from, key.seq
+	h.To, h.Seq = j.key.from, j.key.seq
 	// No per-reply timeout: a stalled peer is cut off by the connection's
 	// write deadline, and Close cancels r.ctx.
-	err := p.Send(r.ctx, key.node, wire.KindResponse, h, payload)
+	err := p.Reply(r.ctx, j.back, j.key.node, h, payload)
 	if err != nil {
-		r.log.Debug("reply not sent", "to", key.node, "err", err)
+		r.log.Debug("reply not sent", "to", j.key.node, "err", err)
 	}
 	return err
 }
