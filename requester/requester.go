@@ -65,11 +65,23 @@ type tkey struct {
 type routeKey struct{ typ, subset string }
 
 // routeCache is an immutable snapshot of the routes computed for one
-// catalogue generation; a new entry replaces the whole snapshot.
+// catalogue generation; a new entry replaces the whole snapshot. Routes
+// with no subset, nearly all, are keyed by their type alone: a small map
+// with string keys is searched without hashing.
 type routeCache struct {
-	gen uint64
-	m   map[routeKey]*routeEntry
+	gen    uint64
+	bare   map[string]*routeEntry   // subset ""
+	subset map[routeKey]*routeEntry // the others
 }
+
+func (rc *routeCache) get(typ, subset string) *routeEntry {
+	if subset == "" {
+		return rc.bare[typ]
+	}
+	return rc.subset[routeKey{typ, subset}]
+}
+
+func (rc *routeCache) len() int { return len(rc.bare) + len(rc.subset) }
 
 const maxCachedRoutes = 1024
 
@@ -386,9 +398,8 @@ func (r *Requester) finish(c *call, reply any) error {
 
 // routes returns the eligible targets for (typ, subset) in view v.
 func (r *Requester) routes(v *mesh.View, typ, subset string) *routeEntry {
-	k := routeKey{typ, subset}
 	if rc := r.cache.Load(); rc != nil && rc.gen == v.Gen {
-		if e, ok := rc.m[k]; ok {
+		if e := rc.get(typ, subset); e != nil {
 			return e
 		}
 	}
@@ -410,12 +421,20 @@ func (r *Requester) routes(v *mesh.View, typ, subset string) *routeEntry {
 	}
 	r.cacheMu.Lock()
 	next := &routeCache{gen: v.Gen}
-	if rc := r.cache.Load(); rc != nil && rc.gen == v.Gen && len(rc.m) < maxCachedRoutes {
-		next.m = maps.Clone(rc.m)
-	} else {
-		next.m = make(map[routeKey]*routeEntry, 1)
+	if rc := r.cache.Load(); rc != nil && rc.gen == v.Gen && rc.len() < maxCachedRoutes {
+		next.bare, next.subset = maps.Clone(rc.bare), maps.Clone(rc.subset)
 	}
-	next.m[k] = e
+	if subset == "" {
+		if next.bare == nil {
+			next.bare = make(map[string]*routeEntry, 1)
+		}
+		next.bare[typ] = e
+	} else {
+		if next.subset == nil {
+			next.subset = make(map[routeKey]*routeEntry, 1)
+		}
+		next.subset[routeKey{typ, subset}] = e
+	}
 	if rc := r.cache.Load(); rc == nil || rc.gen <= v.Gen {
 		r.cache.Store(next) // never replace a newer generation with an older one
 	}

@@ -20,8 +20,28 @@ var ErrDecode = errors.New("codec: cannot decode payload")
 // when done with Bytes), or one of its owner's from NewBuffer, for a
 // goroutine or object that encodes again and again (call Trim instead).
 type Buffer struct {
-	buf bytes.Buffer
+	buf sink
 	enc *msgpack.Encoder
+}
+
+// sink is the Buffer's bytes, and the io.Writer (with the byte and string
+// writers msgpack looks for) its encoder writes to. The []byte paths
+// append to it directly, with none of bytes.Buffer's bookkeeping.
+type sink struct{ b []byte }
+
+func (s *sink) Write(p []byte) (int, error) {
+	s.b = append(s.b, p...)
+	return len(p), nil
+}
+
+func (s *sink) WriteByte(c byte) error {
+	s.b = append(s.b, c)
+	return nil
+}
+
+func (s *sink) WriteString(v string) (int, error) {
+	s.b = append(s.b, v...)
+	return len(v), nil
 }
 
 // bigBuffer is the capacity past which a pooled buffer is not put back,
@@ -58,7 +78,7 @@ func Encode(v any) (*Buffer, error) {
 // Encode encodes v into b, in place of what b held, as the package's
 // Encode does.
 func (b *Buffer) Encode(v any) error {
-	b.buf.Reset()
+	b.buf.b = b.buf.b[:0]
 	if v == nil {
 		return nil
 	}
@@ -66,23 +86,22 @@ func (b *Buffer) Encode(v any) error {
 		// Raw bytes (an encoding of the caller's own, often) are written as
 		// msgpack's encoder writes them, without its reflection and with
 		// nothing for canonical to rewrite or refuse.
-		appendBin(&b.buf, p)
+		b.buf.b = appendBin(b.buf.b, p)
 		return nil
 	}
 	if err := b.enc.Encode(v); err != nil {
-		b.buf.Reset()
+		b.buf.b = b.buf.b[:0]
 		return fmt.Errorf("codec: cannot encode %T: %w", v, err)
 	}
 	// What a receiver would refuse fails here, where the sender learns of
 	// it; timestamps are put in a form the receiver's check accepts.
-	out, err := canonical(b.buf.Bytes(), PayloadLimits)
+	out, err := canonical(b.buf.b, PayloadLimits)
 	if err != nil {
-		b.buf.Reset()
+		b.buf.b = b.buf.b[:0]
 		return fmt.Errorf("codec: cannot encode %T: %w", v, err)
 	}
-	if len(out) != b.buf.Len() {
-		b.buf.Reset()
-		b.buf.Write(out)
+	if len(out) != len(b.buf.b) {
+		b.buf.b = append(b.buf.b[:0], out...)
 	}
 	return nil
 }
@@ -90,16 +109,15 @@ func (b *Buffer) Encode(v any) error {
 // EncodeBytes is Encode of a non-nil []byte, which it writes with no
 // interface (and so no allocation) in the way.
 func (b *Buffer) EncodeBytes(p []byte) {
-	b.buf.Reset()
-	appendBin(&b.buf, p)
+	b.buf.b = appendBin(b.buf.b[:0], p)
 }
 
 // Bytes returns the encoding; valid until Release, Trim or the next Encode.
-func (b *Buffer) Bytes() []byte { return b.buf.Bytes() }
+func (b *Buffer) Bytes() []byte { return b.buf.b }
 
 // Release returns a buffer from Encode to the pool.
 func (b *Buffer) Release() {
-	if b.buf.Cap() > bigBuffer {
+	if cap(b.buf.b) > bigBuffer {
 		return // let big buffers go
 	}
 	encPool.Put(b)
@@ -108,11 +126,11 @@ func (b *Buffer) Release() {
 // Trim empties a buffer from NewBuffer, and lets its memory go if a value
 // made it grow past 256 KiB.
 func (b *Buffer) Trim() {
-	if b.buf.Cap() > keepBuffer {
-		b.buf = bytes.Buffer{}
+	if cap(b.buf.b) > keepBuffer {
+		b.buf.b = nil
 		return
 	}
-	b.buf.Reset()
+	b.buf.b = b.buf.b[:0]
 }
 
 // Marshal encodes v into a new slice owned by the caller.
@@ -181,21 +199,19 @@ func UnmarshalBytes(data []byte, p *[]byte) error {
 	return err
 }
 
-// appendBin writes p as a msgpack bin, byte for byte as msgpack's encoder
-// does (bin 8, 16 or 32, whichever is shortest).
-func appendBin(buf *bytes.Buffer, p []byte) {
+// appendBin appends p as a msgpack bin, byte for byte as msgpack's encoder
+// writes it (bin 8, 16 or 32, whichever is shortest).
+func appendBin(dst, p []byte) []byte {
 	n := len(p)
-	buf.Grow(5 + n)
 	switch {
 	case n < 1<<8:
-		buf.WriteByte(0xc4)
-		buf.WriteByte(byte(n))
+		dst = append(dst, 0xc4, byte(n))
 	case n < 1<<16:
-		buf.Write([]byte{0xc5, byte(n >> 8), byte(n)})
+		dst = append(dst, 0xc5, byte(n>>8), byte(n))
 	default:
-		buf.Write([]byte{0xc6, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
+		dst = append(dst, 0xc6, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
 	}
-	buf.Write(p)
+	return append(dst, p...)
 }
 
 // decodeBin decodes data into *p, as msgpack's decoder would, when data is

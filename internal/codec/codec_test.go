@@ -74,7 +74,7 @@ func TestBytesFastPathMatchesMsgpack(t *testing.T) {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(got.Bytes(), want) {
-			t.Fatalf("Encode of %d bytes: % x..., msgpack writes % x...", n, got.Bytes()[:min(8, got.buf.Len())], want[:min(8, len(want))])
+			t.Fatalf("Encode of %d bytes: % x..., msgpack writes % x...", n, got.Bytes()[:min(8, len(got.Bytes()))], want[:min(8, len(want))])
 		}
 		got.Release()
 
@@ -145,7 +145,7 @@ func TestOwnedBufferEncodesAndTrims(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.Trim()
-	if c := b.buf.Cap(); c > keepBuffer {
+	if c := cap(b.buf.b); c > keepBuffer {
 		t.Fatalf("Trim kept %d bytes", c)
 	}
 	if err := b.Encode([]byte("again")); err != nil || len(b.Bytes()) != 7 {
