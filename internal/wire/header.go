@@ -250,21 +250,28 @@ func (h *Header) unmarshalAny(b []byte, tab *strTable) error {
 // sends, in one pass with no error values. It reports false, leaving h
 // alone, for anything else: the general decoder then decides, so the
 // result is the same either way (FuzzHeaderFastPath checks it). The
-// one-byte forms are decoded inline; the others go through fastUint and
-// fastStr.
+// one-byte forms are decoded inline (by hand: the compiler inlines no
+// helper that falls back to fastUint or fastStr).
 func (h *Header) unmarshalFast(b []byte, tab *strTable) bool {
 	if len(b) < 1+headerFields || b[0] != mpFixArray|headerFields {
 		return false
 	}
 	var x Header
 	i, ok := 1, false
-	// To, From and Seq.
-	for _, v := range [3]*uint64{&x.To, &x.From, &x.Seq} {
-		if i < len(b) && b[i] <= 0x7f {
-			*v, i = uint64(b[i]), i+1
-		} else if *v, i, ok = fastUint(b, i); !ok {
-			return false
-		}
+	if b[i] <= 0x7f {
+		x.To, i = uint64(b[i]), i+1
+	} else if x.To, i, ok = fastUint(b, i); !ok {
+		return false
+	}
+	if i < len(b) && b[i] <= 0x7f {
+		x.From, i = uint64(b[i]), i+1
+	} else if x.From, i, ok = fastUint(b, i); !ok {
+		return false
+	}
+	if i < len(b) && b[i] <= 0x7f {
+		x.Seq, i = uint64(b[i]), i+1
+	} else if x.Seq, i, ok = fastUint(b, i); !ok {
+		return false
 	}
 	if x.Name, i, ok = fastStr(b, i, tab); !ok {
 		return false
