@@ -339,9 +339,9 @@ func TestWorkersAreReusedThenRetire(t *testing.T) {
 }
 
 // What is allocated for every request stays in small size classes of the
-// Go allocator: a context (handlers made by Handle), or a context with the
-// request and a small payload (handlers registered with On). Jobs are
-// reused.
+// Go allocator: a context (handlers made by Handle; 32 at a time), or a
+// context with the request and a small payload (handlers registered with
+// On). Jobs are reused.
 func TestPerRequestAllocationSizes(t *testing.T) {
 	if n := unsafe.Sizeof(jobCtx{}); n > 64 {
 		t.Errorf("a jobCtx takes %d bytes: more than the 64-byte size class", n)

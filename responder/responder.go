@@ -147,10 +147,11 @@ type reqKey struct {
 
 // job is one accepted request, from its arrival until its reply is sent.
 // Jobs are reused (jobPool), so what a handler may keep after it returns
-// is allocated apart for each request: its context always, and the
-// request of a handler registered with On (held with its context in a
-// kept). A handler made by Handle never sees its *Request: the job's own
-// is used, with the payload in the job's buffers.
+// is not part of them: its context (taken from a slab of ctxSlab, for a
+// handler made by Handle) and the request of a handler registered with On
+// (allocated with its context in a kept). A handler made by Handle never
+// sees its *Request: the job's own is used, with the payload in the job's
+// buffers.
 type job struct {
 	key   reqKey
 	serve serveFunc
@@ -187,14 +188,14 @@ const (
 var jobPool = sync.Pool{New: func() any { return new(job) }}
 
 // newJob returns a job for the request in f, for handler e, with its
-// context and request ready (the payload copied: f's bytes are the read
-// loop's).
+// request ready (the payload copied: f's bytes are the read loop's), and
+// its context too unless the handler is typed: accept gives that one a
+// context from the responder's slab.
 func newJob(key reqKey, e entry, from string, f *wire.Frame) *job {
 	j := jobPool.Get().(*job)
 	j.key, j.serve, j.back = key, e.serve, f.Back
 	var src []byte
 	if e.typed {
-		j.ctx = new(jobCtx)
 		j.own = Request{Type: f.Header.Name, From: from}
 		j.req = &j.own
 		switch n := len(f.Payload); {
@@ -217,10 +218,23 @@ func newJob(key reqKey, e entry, from string, f *wire.Frame) *job {
 	if len(f.Payload) > 0 {
 		j.req.payload = append(src, f.Payload...)
 	}
-	if f.Header.Deadline > 0 {
-		j.ctx.deadline = time.Now().Add(time.Duration(f.Header.Deadline))
-	}
 	return j
+}
+
+// ctxSlab is how many contexts are allocated at once for typed handlers'
+// requests: one allocation for many, and a context a handler keeps pins
+// 2 KiB at most.
+const ctxSlab = 32
+
+// newCtxLocked returns a new context from the responder's slab. r.mu is
+// held.
+func (r *Responder) newCtxLocked() *jobCtx {
+	if len(r.ctxs) == 0 {
+		r.ctxs = make([]jobCtx, ctxSlab)
+	}
+	c := &r.ctxs[0]
+	r.ctxs = r.ctxs[1:]
+	return c
 }
 
 // free puts j back in the pool once nothing refers to it: it was taken out
@@ -302,6 +316,7 @@ type Responder struct {
 	// lines that the read loops and the workers take from each other).
 	// received leaves out the requests counted in noHandler.
 	received, answered                         uint64
+	ctxs                                       []jobCtx // the rest of the last context slab (see newCtxLocked)
 	errs, panics, noHandler, expired, canceled atomic.Uint64
 }
 
@@ -501,6 +516,10 @@ func (r *Responder) accept(from string, f *wire.Frame) {
 		return
 	}
 	j := newJob(key, e, from, f)
+	var deadline time.Time
+	if f.Header.Deadline > 0 {
+		deadline = time.Now().Add(time.Duration(f.Header.Deadline))
+	}
 	r.mu.Lock()
 	r.received++
 	if r.refuse {
@@ -509,6 +528,10 @@ func (r *Responder) accept(from string, f *wire.Frame) {
 		r.post(key, &wire.Header{Status: wire.StatusRejected, Msg: "responder is shutting down"})
 		return
 	}
+	if j.ctx == nil {
+		j.ctx = r.newCtxLocked()
+	}
+	j.ctx.deadline = deadline
 	// Each job's context stands alone (no shared parent whose lock every
 	// request would take); Close cancels the running jobs itself.
 	r.addLocked(j)
