@@ -31,6 +31,10 @@ const (
 	// holdLimit is how many pending bytes holds may keep back: past it,
 	// WriteFrame flushes even while holds are outstanding.
 	holdLimit = 64 << 10
+	// DefaultBatch is how many frames may gather while a flusher yields
+	// before the goroutine that appends the last of them writes them (see
+	// WithBatch), when the process runs goroutines on more than one core.
+	DefaultBatch = 10
 )
 
 // WriterOption configures a Writer.
@@ -44,6 +48,25 @@ func WithMaxPending(n int) WriterOption {
 			w.maxPending = n
 		}
 	}
+}
+
+// WithBatch sets how many frames may gather while a flusher yields (so
+// that the goroutines runnable on its core append first) before the
+// goroutine appending the n-th takes the flush over and writes them at
+// once; n <= 0 lets the flusher gather them all. The default is
+// DefaultBatch when GOMAXPROCS is above 1, and no limit with one: on one
+// core a yielding flusher waits only for goroutines that are about to
+// append, and an early write would only make more, smaller ones; on more,
+// it waits for every goroutine queued on its core while goroutines on the
+// others append too, and the peer (a responder waiting for requests) sits
+// idle meanwhile. The cost is more, smaller writes: worth it while there
+// is CPU time to spare for them. Measured with go run ./bench, old and new
+// side by side: with 64 requests in flight on two cores, a batch of 10 gave
+// 10 % more requests a second than none (row 1c, nine rounds of ten); with
+// the 64 spread over three responder processes, so that four busy
+// processes share the two cores (row 2), 7 % fewer.
+func WithBatch(n int) WriterOption {
+	return func(w *Writer) { w.batch = max(n, 0) }
 }
 
 // WithWriteTimeout sets the write deadline put on each Write when the
@@ -67,8 +90,11 @@ type writeDeadliner interface {
 // Callers that arrive during a flush only append and return: their bytes go
 // out with the next batch without further calls. A lone frame is therefore
 // written at once by its caller, and many small frames under load share one
-// syscall. Two buffers are swapped back and forth, so steady state does not
-// allocate.
+// syscall. Before its first write the flusher yields once, so that the
+// goroutines runnable on its core append first; on several cores, the
+// goroutine that brings the frames waiting to a batch (WithBatch) takes the
+// flush over instead of waiting for it. Two buffers are swapped back and
+// forth, so steady state does not allocate.
 //
 // Hold and Release let a goroutine that is about to write say so: while
 // holds are outstanding, frames wait in the buffer (up to holdLimit bytes)
@@ -86,10 +112,15 @@ type Writer struct {
 	timeout    time.Duration
 	retainFor  time.Duration
 
+	batch int // see WithBatch; 0: no limit
+
 	mu       sync.Mutex
 	pending  []byte // frames not yet handed to w
+	npending int    // frames in pending
 	spare    []byte // the other buffer, when not being written
 	flushing bool   // a goroutine is the flusher
+	yielding bool   // the flusher yields before writing (see WriteFrame)
+	turn     uint64 // counts flushes taken over from a yielding flusher
 	holds    int    // Hold calls not yet Released
 	closed   bool
 	werr     error         // first write error, wrapping ErrClosed
@@ -107,6 +138,9 @@ type Writer struct {
 // (WithWriteTimeout, default 10 s).
 func NewWriter(w io.Writer, max int, opts ...WriterOption) *Writer {
 	wr := &Writer{w: w, max: normMax(max), maxPending: DefaultMaxPending, timeout: DefaultWriteTimeout, retainFor: retainFor}
+	if runtime.GOMAXPROCS(0) > 1 {
+		wr.batch = DefaultBatch
+	}
 	wr.dl, _ = w.(writeDeadliner)
 	for _, o := range opts {
 		o(wr)
@@ -163,8 +197,17 @@ func (w *Writer) WriteFrame(ctx context.Context, kind Kind, h *Header, payload [
 		return err
 	}
 	w.pending = buf
+	w.npending++
 	w.frames++
 	if w.flushing {
+		if w.yielding && w.batch > 0 && w.npending >= w.batch {
+			// The flusher still yields, and goroutines on other cores have
+			// filled a batch meanwhile: write it now (the flusher leaves
+			// when it resumes).
+			w.yielding = false
+			w.turn++
+			return w.flushLocked(flushRounds)
+		}
 		w.mu.Unlock()
 		return nil
 	}
@@ -172,7 +215,8 @@ func (w *Writer) WriteFrame(ctx context.Context, kind Kind, h *Header, payload [
 		w.mu.Unlock()
 		return nil // the last Release has it written
 	}
-	w.flushing = true
+	w.flushing, w.yielding = true, true
+	turn := w.turn
 	// Let goroutines already runnable on this P (handlers replying, callers
 	// sending) append their frames first, so they share this write: under
 	// load this turns one syscall per frame into one per batch (3x the
@@ -181,6 +225,18 @@ func (w *Writer) WriteFrame(ctx context.Context, kind Kind, h *Header, payload [
 	w.mu.Unlock()
 	runtime.Gosched()
 	w.mu.Lock()
+	return w.endYieldLocked(turn)
+}
+
+// endYieldLocked is what a flusher does once it has yielded: it writes,
+// unless another goroutine took the flush over meanwhile (turn changed).
+// It is called with w.mu held and returns with it released.
+func (w *Writer) endYieldLocked(turn uint64) error {
+	if !w.yielding || w.turn != turn {
+		w.mu.Unlock()
+		return nil // taken over: this frame is written, or will be
+	}
+	w.yielding = false
 	return w.flushLocked(flushRounds)
 }
 
@@ -240,6 +296,7 @@ func (w *Writer) Post(kind Kind, h *Header, payload []byte) error {
 		return err
 	}
 	w.pending = buf
+	w.npending++
 	w.frames++
 	if !w.flushing {
 		w.flushing = true
@@ -257,7 +314,7 @@ func (w *Writer) flushLocked(rounds int) error {
 	var err error
 	for i := 0; ; i++ {
 		if len(w.pending) == 0 || w.werr != nil {
-			w.pending = w.pending[:0] // after an error the rest is dropped
+			w.pending, w.npending = w.pending[:0], 0 // after an error the rest is dropped
 			if !w.bigAt.IsZero() && time.Since(w.bigAt) > w.retainFor {
 				w.bigAt = time.Time{}
 				if cap(w.pending) > retainLimit {
@@ -282,6 +339,7 @@ func (w *Writer) flushLocked(rounds int) error {
 			w.bigAt = time.Now()
 		}
 		w.pending, w.spare = w.spare[:0], nil
+		w.npending = 0
 		w.swaps++
 		w.notifyLocked()
 		w.mu.Unlock()

@@ -902,3 +902,77 @@ func flush(t *testing.T, w *Writer) {
 		t.Fatal(err)
 	}
 }
+
+// A flusher yields so that goroutines on its core append first; with a
+// batch limit, the goroutine appending the batch's last frame writes the
+// batch at once (goroutines on other cores fill it meanwhile), and the
+// yielding flusher, when it resumes, leaves. With no limit, the flusher
+// writes everything once it resumes.
+func TestWriterBatchTakesOverFromAYieldingFlusher(t *testing.T) {
+	ctx := context.Background()
+	yield := func(w *Writer) uint64 { // as WriteFrame leaves a flusher that yields
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.flushing, w.yielding = true, true
+		return w.turn
+	}
+	resume := func(w *Writer, turn uint64) error {
+		w.mu.Lock()
+		return w.endYieldLocked(turn)
+	}
+
+	rw := &recWriter{}
+	w := NewWriter(rw, 0, WithBatch(3))
+	turn := yield(w)
+	for i := range 3 {
+		if err := w.WriteFrame(ctx, KindPing, &Header{Seq: uint64(i)}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, writes := w.Stats(); writes != 1 || len(rw.frames(t)) != 3 {
+		t.Fatalf("%d writes, %d frames after a full batch; want 1 write of 3", writes, len(rw.frames(t)))
+	}
+	if err := resume(w, turn); err != nil {
+		t.Fatal(err)
+	}
+	if _, writes := w.Stats(); writes != 1 {
+		t.Fatalf("the flusher that was taken over wrote (%d writes)", writes)
+	}
+	// The writer is free again: a frame goes out with its own flush.
+	if err := w.WriteFrame(ctx, KindPing, &Header{Seq: 3}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, writes := w.Stats(); writes != 2 || len(rw.frames(t)) != 4 {
+		t.Fatalf("%d writes, %d frames; want 2 writes of 4 frames in all", writes, len(rw.frames(t)))
+	}
+
+	rw = &recWriter{}
+	w = NewWriter(rw, 0, WithBatch(0))
+	turn = yield(w)
+	for i := range 20 {
+		if err := w.WriteFrame(ctx, KindPing, &Header{Seq: uint64(i)}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, writes := w.Stats(); writes != 0 {
+		t.Fatalf("%d writes while the flusher yields with no batch limit", writes)
+	}
+	if err := resume(w, turn); err != nil {
+		t.Fatal(err)
+	}
+	if _, writes := w.Stats(); writes != 1 || len(rw.frames(t)) != 20 {
+		t.Fatalf("%d writes, %d frames; want the flusher to write all 20 at once", writes, len(rw.frames(t)))
+	}
+}
+
+// The batch limit is on by default only with more than one P.
+func TestWriterDefaultBatch(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	if w := NewWriter(&recWriter{}, 0); w.batch != 0 {
+		t.Fatalf("batch %d with GOMAXPROCS=1, want none", w.batch)
+	}
+	runtime.GOMAXPROCS(2)
+	if w := NewWriter(&recWriter{}, 0); w.batch != DefaultBatch {
+		t.Fatalf("batch %d with GOMAXPROCS=2, want %d", w.batch, DefaultBatch)
+	}
+}
