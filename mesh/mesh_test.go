@@ -396,7 +396,7 @@ func (h *replyHandler) HandleFrame(from string, f *wire.Frame) {
 	h.mu.Unlock()
 	back, hdr, payload := f.Back, wire.Header{To: f.Header.From, Seq: f.Header.Seq}, append([]byte(nil), f.Payload...)
 	go func() { // never block a read loop
-		h.errs <- h.port.Reply(context.Background(), back, from, &hdr, payload)
+		h.errs <- h.port.Reply(context.Background(), back, from, &hdr, payload, false)
 	}()
 }
 func (h *replyHandler) PeerDown(string) {}
@@ -451,7 +451,7 @@ func TestReplyGoesBackOnTheIncomingConnection(t *testing.T) {
 	if !mesh.DropConn(b, a.ID()) {
 		t.Fatal("no connection to drop")
 	}
-	if err := pb.Reply(ctx, stale, a.ID(), &wire.Header{To: pa.ID(), Seq: 9}, nil); !errors.Is(err, mesh.ErrUnreachable) {
+	if err := pb.Reply(ctx, stale, a.ID(), &wire.Header{To: pa.ID(), Seq: 9}, nil, true); !errors.Is(err, mesh.ErrUnreachable) {
 		t.Fatalf("reply on a dropped connection: %v, want ErrUnreachable", err)
 	}
 }

@@ -92,6 +92,10 @@ func (p *Port) Update(fn func(*Component)) error {
 // ErrClosed, wire.ErrFrameTooLarge or ctx's error. A closed port may still
 // send responses, so that no request it received goes unanswered.
 func (p *Port) Send(ctx context.Context, node string, kind wire.Kind, h *wire.Header, payload []byte) error {
+	return p.send(ctx, node, kind, h, payload, false)
+}
+
+func (p *Port) send(ctx context.Context, node string, kind wire.Kind, h *wire.Header, payload []byte, now bool) error {
 	if p.closed.Load() && kind != wire.KindResponse {
 		return ErrClosed
 	}
@@ -100,7 +104,7 @@ func (p *Port) Send(ctx context.Context, node string, kind wire.Kind, h *wire.He
 		return err
 	}
 	h.From = p.id
-	if err := c.w.WriteFrame(ctx, kind, h, payload); err != nil {
+	if err := writeFrame(ctx, c.w, kind, h, payload, now); err != nil {
 		if errors.Is(err, wire.ErrFrameTooLarge) || ctx.Err() != nil {
 			return err
 		}
@@ -112,15 +116,17 @@ func (p *Port) Send(ctx context.Context, node string, kind wire.Kind, h *wire.He
 
 // Reply writes a response on back, the Writer of the connection the
 // request came in on (its frame's Back), saving the lookup of node's
-// connection that Send makes; node is the requester's node. A reply that
-// finds back closed fails (the requester learns of the lost connection
-// from its own side). Errors are Send's.
-func (p *Port) Reply(ctx context.Context, back *wire.Writer, node string, h *wire.Header, payload []byte) error {
+// connection that Send makes; node is the requester's node. now says no
+// other frame is on its way to join this one's write (see
+// wire.Writer.WriteFrameNow). A reply that finds back closed fails (the
+// requester learns of the lost connection from its own side). Errors are
+// Send's.
+func (p *Port) Reply(ctx context.Context, back *wire.Writer, node string, h *wire.Header, payload []byte, now bool) error {
 	if back == nil {
-		return p.Send(ctx, node, wire.KindResponse, h, payload)
+		return p.send(ctx, node, wire.KindResponse, h, payload, now)
 	}
 	h.From = p.id
-	if err := back.WriteFrame(ctx, wire.KindResponse, h, payload); err != nil {
+	if err := writeFrame(ctx, back, wire.KindResponse, h, payload, now); err != nil {
 		if errors.Is(err, wire.ErrFrameTooLarge) || ctx.Err() != nil {
 			return err
 		}
@@ -130,6 +136,13 @@ func (p *Port) Reply(ctx context.Context, back *wire.Writer, node string, h *wir
 		return fmt.Errorf("%w: %s: %v", ErrUnreachable, node, err)
 	}
 	return nil
+}
+
+func writeFrame(ctx context.Context, w *wire.Writer, kind wire.Kind, h *wire.Header, payload []byte, now bool) error {
+	if now {
+		return w.WriteFrameNow(ctx, kind, h, payload)
+	}
+	return w.WriteFrame(ctx, kind, h, payload)
 }
 
 // Post sends a small frame like Send but never blocks, for replies sent

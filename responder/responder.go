@@ -159,6 +159,7 @@ type job struct {
 	req   *Request
 	back  *wire.Writer // the connection it came in on: the reply goes back on it
 	held  bool         // back is held from arrival until the job starts (see start)
+	alone bool         // the only request waiting or running when a worker took it
 
 	// prev and next link the responder's running jobs (Responder.runHead).
 	prev, next *job
@@ -655,6 +656,9 @@ func (r *Responder) work(w *worker) {
 			continue
 		}
 		j := r.backlog.pop()
+		// No other request waits or runs: no other reply is on its way to
+		// join this one's write.
+		j.alone = r.backlog.len() == 0 && r.nrunning == 1
 		var next *worker
 		if r.backlog.len() > 0 && r.waking == 0 {
 			if r.active < r.cfg.concurrency {
@@ -859,7 +863,7 @@ func (r *Responder) reply(j *job, h *wire.Header, payload []byte) error {
 	h.To, h.Seq = j.key.from, j.key.seq
 	// No per-reply timeout: a stalled peer is cut off by the connection's
 	// write deadline, and Close cancels r.ctx.
-	err := p.Reply(r.ctx, j.back, j.key.node, h, payload)
+	err := p.Reply(r.ctx, j.back, j.key.node, h, payload, j.alone)
 	if err != nil {
 		r.log.Debug("reply not sent", "to", j.key.node, "err", err)
 	}

@@ -130,6 +130,7 @@ type Writer struct {
 	done     uint64        // batches whose Write returned
 	frames   uint64
 	writes   uint64
+	yields   uint64 // flushers that yielded before writing (tests read it)
 }
 
 // NewWriter returns a Writer of frames of at most max bytes after the length
@@ -161,6 +162,20 @@ func NewWriter(w io.Writer, max int, opts ...WriterOption) *Writer {
 // error or Close every call fails with an error wrapping ErrClosed (and the
 // write error).
 func (w *Writer) WriteFrame(ctx context.Context, kind Kind, h *Header, payload []byte) error {
+	return w.writeFrame(ctx, kind, h, payload, true)
+}
+
+// WriteFrameNow is WriteFrame for a caller that knows no other frame is on
+// its way (a requester with one request in flight, a responder with one
+// request to answer): when it becomes the flusher it writes at once,
+// without first yielding to goroutines that would append to the batch. The
+// yield, with nothing else to run, still costs a pass through the
+// scheduler, which wakes an idle core's thread to look for work.
+func (w *Writer) WriteFrameNow(ctx context.Context, kind Kind, h *Header, payload []byte) error {
+	return w.writeFrame(ctx, kind, h, payload, false)
+}
+
+func (w *Writer) writeFrame(ctx context.Context, kind Kind, h *Header, payload []byte, yield bool) error {
 	w.mu.Lock()
 	for {
 		if err := w.errLocked(); err != nil {
@@ -215,7 +230,12 @@ func (w *Writer) WriteFrame(ctx context.Context, kind Kind, h *Header, payload [
 		w.mu.Unlock()
 		return nil // the last Release has it written
 	}
+	if !yield {
+		w.flushing = true
+		return w.flushLocked(flushRounds)
+	}
 	w.flushing, w.yielding = true, true
+	w.yields++
 	turn := w.turn
 	// Let goroutines already runnable on this P (handlers replying, callers
 	// sending) append their frames first, so they share this write: under

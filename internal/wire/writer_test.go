@@ -976,3 +976,28 @@ func TestWriterDefaultBatch(t *testing.T) {
 		t.Fatalf("batch %d with GOMAXPROCS=2, want %d", w.batch, DefaultBatch)
 	}
 }
+
+// WriteFrameNow writes at once when it becomes the flusher, without the
+// yield WriteFrame makes first.
+func TestWriterWriteFrameNowDoesNotYield(t *testing.T) {
+	rw := &recWriter{}
+	w := NewWriter(rw, 0)
+	ctx := context.Background()
+	yields := func() uint64 {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.yields
+	}
+	if err := w.WriteFrame(ctx, KindPing, &Header{Seq: 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if yields() != 1 || len(rw.frames(t)) != 1 {
+		t.Fatalf("WriteFrame: %d yields, %d frames written; want 1 and 1", yields(), len(rw.frames(t)))
+	}
+	if err := w.WriteFrameNow(ctx, KindPing, &Header{Seq: 2}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if yields() != 1 || len(rw.frames(t)) != 2 {
+		t.Fatalf("WriteFrameNow: %d yields in all, %d frames written; want 1 and 2", yields(), len(rw.frames(t)))
+	}
+}
