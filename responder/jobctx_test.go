@@ -253,12 +253,7 @@ func TestRunningJobsFoundByKey(t *testing.T) {
 // Workers are reused while requests keep coming, and retire after being
 // idle for a while; Close leaves none behind.
 func TestWorkersAreReusedThenRetire(t *testing.T) {
-	meshtest.CheckGoroutines(t)
-	nodes := meshtest.Cluster(t, 2)
-	r, err := New("echo", WithMesh(nodes[1]), WithDrainGrace(10*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, req, ctx := pair(t, "echo")
 	r.idleFor = 500 * time.Millisecond
 	var peak, running atomic.Int64
 	release := make(chan struct{})
@@ -276,14 +271,6 @@ func TestWorkersAreReusedThenRetire(t *testing.T) {
 		}
 		return nil, nil
 	})
-	req, err := requester.New("client", requester.WithMesh(nodes[0]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer req.Close(context.Background())
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-
 	// Eight concurrent slow requests need eight workers.
 	var ps []*requester.Pending
 	for range 8 {

@@ -7,9 +7,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/warrenmesh/warren/internal/meshtest"
-	"github.com/warrenmesh/warren/requester"
 )
 
 // Jobs are reused, so what a handler keeps after it returns must not be:
@@ -18,12 +15,7 @@ import (
 // own request (cancelled once the handler returned, with its own
 // deadline), however many requests the responder serves afterwards.
 func TestKeptRequestsAndContextsOutliveJobReuse(t *testing.T) {
-	meshtest.CheckGoroutines(t)
-	nodes := meshtest.Cluster(t, 2)
-	r, err := New("keeper", WithMesh(nodes[1]), WithDrainGrace(10*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, req, ctx := pair(t, "keeper")
 	type keptReq struct {
 		req  *Request
 		ctx  context.Context
@@ -53,13 +45,6 @@ func TestKeptRequestsAndContextsOutliveJobReuse(t *testing.T) {
 		mu.Unlock()
 		return s, nil
 	})
-	req, err := requester.New("client", requester.WithMesh(nodes[0]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer req.Close(context.Background())
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	for i := range 300 {
 		// Small and large payloads (the job keeps both kinds of buffer).
 		s := fmt.Sprintf("%d-%s", i, strings.Repeat("x", i%70))

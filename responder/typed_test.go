@@ -5,7 +5,6 @@ import (
 	"errors"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/warrenmesh/warren/internal/meshtest"
 	"github.com/warrenmesh/warren/requester"
@@ -18,12 +17,7 @@ import (
 // replies and the same errors for bins, strings, nil, nothing and values
 // that are not bytes.
 func TestHandleBytesMatchesOn(t *testing.T) {
-	meshtest.CheckGoroutines(t)
-	nodes := meshtest.Cluster(t, 2)
-	r, err := New("bytes", WithMesh(nodes[1]), WithDrainGrace(10*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, req, ctx := pair(t, "bytes")
 	echo := func(_ context.Context, b []byte) ([]byte, error) {
 		switch string(b) {
 		case "nil":
@@ -41,13 +35,6 @@ func TestHandleBytesMatchesOn(t *testing.T) {
 		}
 		return echo(ctx, b)
 	})
-	req, err := requester.New("client", requester.WithMesh(nodes[0]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer req.Close(context.Background())
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	for _, in := range []any{[]byte("raw bytes"), []byte{}, "a string", []byte("nil"), []byte("empty"), nil, 42, map[string]int{"a": 1}} {
 		var got, want []byte
 		gerr := req.Send(ctx, "typed", in, &got)
@@ -89,21 +76,9 @@ func (panicky) MarshalMsgpack() ([]byte, error) { panic("marshaler exploded") }
 // A reply whose marshaler panics is a handler panic: the caller gets a
 // remote error, and the responder keeps serving.
 func TestPanickingReplyMarshalerIsRecovered(t *testing.T) {
-	meshtest.CheckGoroutines(t)
-	nodes := meshtest.Cluster(t, 2)
-	r, err := New("marshal", WithMesh(nodes[1]), WithDrainGrace(10*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, req, ctx := pair(t, "marshal")
 	Handle(r, "boom", func(context.Context, int) (panicky, error) { return panicky{}, nil })
 	Handle(r, "ok", func(_ context.Context, n int) (int, error) { return n + 1, nil })
-	req, err := requester.New("client", requester.WithMesh(nodes[0]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer req.Close(context.Background())
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	var re *requester.RemoteError
 	if err := req.Send(ctx, "boom", 1, nil); !errors.As(err, &re) || re.Code != "panic" {
 		t.Fatalf("boom: %v, want a remote error with code panic", err)
@@ -123,21 +98,9 @@ func TestPanickingReplyMarshalerIsRecovered(t *testing.T) {
 // code "encode", from a handler made by Handle as from one registered with
 // On.
 func TestUnencodableReplyIsAnEncodeError(t *testing.T) {
-	meshtest.CheckGoroutines(t)
-	nodes := meshtest.Cluster(t, 2)
-	r, err := New("encode", WithMesh(nodes[1]), WithDrainGrace(10*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, req, ctx := pair(t, "encode")
 	Handle(r, "typed", func(context.Context, int) (chan int, error) { return make(chan int), nil })
 	r.On("plain", func(context.Context, *Request) (any, error) { return func() {}, nil })
-	req, err := requester.New("client", requester.WithMesh(nodes[0]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer req.Close(context.Background())
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	for _, typ := range []string{"typed", "plain"} {
 		var re *requester.RemoteError
 		if err := req.Send(ctx, typ, 1, nil); !errors.As(err, &re) || re.Code != "encode" {
