@@ -316,8 +316,11 @@ type Responder struct {
 	// code that counts them holds anyway (as atomics, they would be cache
 	// lines that the read loops and the workers take from each other).
 	// received leaves out the requests counted in noHandler.
-	received, answered                         uint64
-	ctxs                                       []jobCtx // the rest of the last context slab (see newCtxLocked)
+	received, answered uint64
+	// ctxs is the rest of the last slab of contexts (see newCtxLocked),
+	// under mu.
+	ctxs []jobCtx
+
 	errs, panics, noHandler, expired, canceled atomic.Uint64
 }
 
