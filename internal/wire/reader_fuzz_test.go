@@ -62,7 +62,7 @@ func FuzzReaderResume(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 2, Version}, []byte{1, 1, 1})
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, Version, 3}, []byte{2})
 	f.Fuzz(func(t *testing.T, b []byte, cutBytes []byte) {
-		// A limit that keeps every frame within the bufio buffer: larger
+		// A limit that keeps every frame within the Reader's buffer: larger
 		// ones take the large-frame path, where errors are final.
 		const max = readerBufSize - 4
 		// What one-shot decoding finds.
