@@ -87,6 +87,16 @@ type Frame struct {
 	// Back is the Writer of the connection the frame came in on, when the
 	// reader's owner sets it (the mesh does), so a handler can Hold it.
 	Back *Writer
+	// Lend, when the reader's owner sets it (the mesh does), lets the
+	// handler of a frame run work on the goroutine that read it. If Lend
+	// returns true, that goroutine's reading is lent to the handler: should
+	// the handler not have returned within a short bound, another goroutine
+	// carries on reading the connection, so a slow handler never holds up
+	// the frames behind it for longer than that. After a true Lend the
+	// handler must not use the Frame again (the next reader may reuse it);
+	// it copies what it needs first. Lend returns false when more input is
+	// already waiting to be read, or when the reading is lent already.
+	Lend func() bool
 }
 
 // normMax turns a caller's frame limit into the one in force: DefaultMaxFrame

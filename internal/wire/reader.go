@@ -27,6 +27,10 @@ type Reader struct {
 	end int
 	max int
 	big []byte // reusable body buffer for frames larger than buf
+	// large is the body length of a frame larger than buf whose reading
+	// a read error interrupted: big holds its first got bytes, and the
+	// next call resumes it.
+	large, got int
 	tab *strTable
 	err error // sticky: once set, every Next returns it
 }
@@ -44,6 +48,10 @@ func newReaderSize(r io.Reader, maxFrame, size int) *Reader {
 	return &Reader{src: r, buf: make([]byte, max(size, 16)), max: normMax(maxFrame), tab: newStrTable()}
 }
 
+// Buffered returns how many bytes have been read from the source and not
+// yet consumed: more than zero means part or all of another frame is here.
+func (r *Reader) Buffered() int { return r.end - r.off }
+
 // Next reads the next frame. The frame's Payload aliases the Reader's buffer
 // and is valid only until the next call to Next.
 //
@@ -52,10 +60,9 @@ func newReaderSize(r io.Reader, maxFrame, size int) *Reader {
 // (checked before anything is allocated), ErrVersion, ErrMalformed, or the
 // underlying reader's error.
 //
-// A read error (such as a read deadline passing) while the next frame fits
-// the 64 KiB buffer consumes nothing, so Next may be called again and
-// resumes where it stopped. Any other error is final: every later call
-// returns it again.
+// A read error (such as a read deadline passing) loses nothing: what was
+// read stays buffered, so Next may be called again and resumes where it
+// stopped. Any other error is final: every later call returns it again.
 func (r *Reader) Next() (Frame, error) {
 	var f Frame
 	if err := r.ReadFrame(&f); err != nil {
@@ -83,6 +90,9 @@ func (r *Reader) ReadFrame(f *Frame) error {
 // next reads one frame into f; retry reports an error that consumed
 // nothing.
 func (r *Reader) next(f *Frame) (err error, retry bool) {
+	if r.large > 0 {
+		return r.nextLarge(f)
+	}
 	if r.end-r.off < 4 {
 		if err := r.fill(4); err != nil {
 			return eofErr(err, r.end > r.off), true
@@ -105,10 +115,18 @@ func (r *Reader) next(f *Frame) (err error, retry bool) {
 		return parseBodyInto(f, p, r.tab), false
 	}
 	r.off += 4
-	body, err := r.readLarge(int(n))
+	r.large, r.got = int(n), 0
+	return r.nextLarge(f)
+}
+
+// nextLarge reads the rest of the large frame under way into f; after a
+// read error it stays under way, to be resumed.
+func (r *Reader) nextLarge(f *Frame) (err error, retry bool) {
+	body, err := r.readLarge(r.large)
 	if err != nil {
-		return err, false
+		return err, true
 	}
+	r.large, r.got = 0, 0
 	return parseBodyInto(f, body, r.tab), false
 }
 
@@ -147,7 +165,7 @@ func (r *Reader) fill(need int) error {
 // that actually arrive, not with the length the peer claims, so a peer that
 // announces a big frame and stalls costs little memory.
 func (r *Reader) readLarge(n int) ([]byte, error) {
-	buf := r.big[:0]
+	buf := r.big[:r.got]
 	for len(buf) < n {
 		if len(buf) == cap(buf) {
 			c := min(max(2*cap(buf), 4*len(r.buf)), n)
@@ -166,6 +184,7 @@ func (r *Reader) readLarge(n int) ([]byte, error) {
 		k, err := io.ReadFull(r.src, buf[len(buf):end])
 		buf = buf[:len(buf)+k]
 		if err != nil {
+			r.got = len(buf)
 			return nil, eofErr(err, true)
 		}
 	}

@@ -177,6 +177,44 @@ func TestReaderResumesAfterTimeout(t *testing.T) {
 	}
 }
 
+// A frame larger than the Reader's buffer, interrupted by a read deadline
+// (as the mesh does to stop a caller reading a connection), resumes too.
+func TestReaderResumesALargeFrameAfterTimeout(t *testing.T) {
+	client, server := tcpPair(t)
+	body := pattern(3*readerBufSize+123, 7)
+	frame := mustAppend(t, nil, KindResponse, &Header{Seq: 7, Name: "large"}, body, 0)
+	next := mustAppend(t, nil, KindPing, &Header{Seq: 8}, nil, 0)
+	r := NewReader(server, 0)
+	cut := readerBufSize + 1000 // past the buffer: in the large-frame path
+	if _, err := client.Write(frame[:cut]); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // twice at the same place, then once further on
+		server.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		if _, err := r.Next(); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("part of a large frame: %v, want a deadline error", err)
+		}
+	}
+	if _, err := client.Write(frame[cut : 2*cut]); err != nil {
+		t.Fatal(err)
+	}
+	server.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	if _, err := r.Next(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("more of a large frame: %v, want a deadline error", err)
+	}
+	if _, err := client.Write(append(frame[2*cut:], next...)); err != nil {
+		t.Fatal(err)
+	}
+	server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	f, err := r.Next()
+	if err != nil || !equalFrame(f, KindResponse, Header{Seq: 7, Name: "large"}, body) {
+		t.Fatalf("after the timeouts: %v", err)
+	}
+	if f, err := r.Next(); err != nil || !equalFrame(f, KindPing, Header{Seq: 8}, nil) {
+		t.Fatalf("the frame after: %v", err)
+	}
+}
+
 func TestReaderOversizedPrefixAllocatesNothing(t *testing.T) {
 	stream := append([]byte{0xff, 0xff, 0xff, 0xff}, make([]byte, 100)...)
 	r := NewReader(bytes.NewReader(stream), 1<<20)
