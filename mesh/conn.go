@@ -48,6 +48,27 @@ type conn struct {
 	ackCh     chan struct{}
 	ackOnce   sync.Once
 	closeOnce sync.Once
+
+	// Lending the read loop to a handler (wire.Frame.Lend) and borrowing
+	// the reading by callers (Port.Await), see lend.go. lent says what the
+	// read loop did with the current frame, since lentAt; borrow says who
+	// reads, and freeAt since when a free connection waits for a borrower;
+	// wantBorrow is set by a caller that found the read loop reading;
+	// resume wakes the read loop parked while callers read. The guard
+	// timer guardT, armed while guardOn, ends lends and free periods that
+	// last. bf is the borrowers' frame. kicked says kickMu's holder set a
+	// read deadline to stop a borrower (Reading.Interrupt).
+	lent       atomic.Uint32 // lendNone, lendOut or lendTaken
+	lentAt     atomic.Int64  // monoNow
+	borrow     atomic.Uint32 // readLoop, readFree or readBorrowed
+	freeAt     atomic.Int64  // monoNow
+	wantBorrow atomic.Bool
+	resume     chan struct{}
+	guardT     *time.Timer
+	guardOn    atomic.Bool
+	bf         wire.Frame
+	kickMu     sync.Mutex
+	kicked     bool
 }
 
 func (c *conn) close() {
@@ -316,7 +337,7 @@ func (n *Node) redial(p *peer) {
 }
 
 func (n *Node) newConn(peerID string, nc net.Conn, r *wire.Reader) *conn {
-	return &conn{
+	c := &conn{
 		peer:   peerID,
 		nc:     nc,
 		closer: nc,
@@ -324,6 +345,8 @@ func (n *Node) newConn(peerID string, nc net.Conn, r *wire.Reader) *conn {
 		w:      wire.NewWriter(nc, n.cfg.maxFrame),
 		ackCh:  make(chan struct{}),
 	}
+	n.initLend(c)
+	return c
 }
 
 func (n *Node) handshakeOut(nc net.Conn, peerID string) (*conn, error) {
@@ -521,12 +544,28 @@ func (n *Node) watchStranger(p *peer, c *conn, release func()) {
 	}
 }
 
+// readLoop reads c's frames and dispatches them until c fails or closes.
+// A handler may borrow it (wire.Frame.Lend); if it keeps it too long, a new
+// readLoop goroutine takes over the reading and this one ends once the
+// handler returns. It may also give the reading to callers (Port.Await)
+// and park until they give it back (see lend.go).
+//
+// A read loop is counted in n.wg until it ends, or until another takes
+// over from it, which inherits its count: Close waits for the reading of
+// every connection to stop, not for a handler (the component's own Close
+// deals with those).
 func (n *Node) readLoop(c *conn) {
-	defer n.wg.Done()
-	defer n.connClosed(c)
-	var f wire.Frame // one per connection: handlers must not keep it
+	var f wire.Frame // one per read loop: handlers must not keep it
+	lent := false    // this goroutine lent itself for the current frame
+	lend := func() bool {
+		lent = n.lend(c)
+		return lent
+	}
 	for {
 		if err := c.r.ReadFrame(&f); err != nil {
+			if c.unkick(err) {
+				continue
+			}
 			switch {
 			case errors.Is(err, wire.ErrMalformed) || errors.Is(err, wire.ErrFrameTooLarge) || errors.Is(err, wire.ErrVersion):
 				// Bad input from the peer: worth an operator's attention.
@@ -534,10 +573,23 @@ func (n *Node) readLoop(c *conn) {
 			case !c.goingAway.Load() && !n.closing.Load() && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed):
 				n.log.Info("data connection closed", "peer", c.peer, "reason", err)
 			}
+			n.connClosed(c)
+			n.wg.Done()
 			return
 		}
-		f.Back = c.w
-		if !n.dispatch(c, &f) {
+		f.Back, f.Lend = c.w, lend
+		ok := n.dispatch(c, &f)
+		if lent {
+			lent = false
+			if !c.endLend() {
+				return // another goroutine reads c now, counted in n.wg instead
+			}
+		} else if c.wantBorrow.Load() && ok && c.nc != nil && c.r.Buffered() == 0 {
+			n.park(c) // until callers reading c themselves give it back
+		}
+		if !ok {
+			n.connClosed(c)
+			n.wg.Done()
 			return
 		}
 	}
@@ -590,6 +642,7 @@ func (n *Node) detach(c *conn) {
 
 func (n *Node) connClosed(c *conn) {
 	c.close()
+	c.guardT.Stop() // its read loop ends: no lend or borrow is left to watch
 	if c == n.self {
 		return
 	}
@@ -677,6 +730,7 @@ func (n *Node) startSelf() {
 		w:      wire.NewWriter(pipe, n.cfg.maxFrame),
 		ackCh:  make(chan struct{}),
 	}
+	n.initLend(n.self)
 	n.wg.Add(1)
 	go n.readLoop(n.self)
 }

@@ -14,7 +14,10 @@ import (
 // subscriber packages; applications use those packages instead.
 //
 // Both methods are called on a connection's read loop: they must not block,
-// and f.Payload is valid only until HandleFrame returns. A handler that also
+// and f.Payload is valid only until HandleFrame returns. HandleFrame may run
+// longer work (such as a request's handler) only once f.Lend() has returned
+// true: the connection is then read on by another goroutine should the work
+// last (see wire.Frame.Lend). A handler that also
 // has a method NodeClosing() is told when its node closes (after its port
 // was closed), so the component can fail its pending work and stop.
 type Handler interface {
@@ -95,6 +98,14 @@ func (p *Port) Send(ctx context.Context, node string, kind wire.Kind, h *wire.He
 	return p.send(ctx, node, kind, h, payload, false)
 }
 
+// SendNow is Send for a frame that no other is known to be on its way to
+// join: it is written at once, without the writer's wait for company (see
+// wire.Writer.WriteFrameNow), which saves a scheduler round trip when
+// frames are sent one at a time.
+func (p *Port) SendNow(ctx context.Context, node string, kind wire.Kind, h *wire.Header, payload []byte) error {
+	return p.send(ctx, node, kind, h, payload, true)
+}
+
 func (p *Port) send(ctx context.Context, node string, kind wire.Kind, h *wire.Header, payload []byte, now bool) error {
 	if p.closed.Load() && kind != wire.KindResponse {
 		return ErrClosed
@@ -104,6 +115,9 @@ func (p *Port) send(ctx context.Context, node string, kind wire.Kind, h *wire.He
 		return err
 	}
 	h.From = p.id
+	if !now {
+		c.company()
+	}
 	if err := writeFrame(ctx, c.w, kind, h, payload, now); err != nil {
 		if errors.Is(err, wire.ErrFrameTooLarge) || ctx.Err() != nil {
 			return err

@@ -46,7 +46,7 @@ func (r *Requester) Go(ctx context.Context, typ string, req, reply any, opts ...
 	}
 	cl.cancel = cancel
 	c.release = cl.release
-	if err := r.dispatch(c); err != nil {
+	if _, err := r.dispatch(c, false); err != nil {
 		if err != ErrClosed {
 			r.failed.Add(1)
 		}

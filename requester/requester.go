@@ -53,7 +53,11 @@ type Requester struct {
 	// that counts them holds anyway: as atomics they would be two more
 	// cache lines that the callers and the read loop, on other cores,
 	// take from each other.
-	sent, answered                      uint64
+	sent, answered uint64
+	// solo counts, up to soloTrust, the last calls sent while no other
+	// was in flight that stayed alone until their reply (none was sent
+	// meanwhile); one that did not resets it (see dispatch).
+	solo                                int
 	failed, retried, rejected, timedOut atomic.Uint64
 }
 
@@ -127,6 +131,32 @@ type call struct {
 	wprev, wnext *call
 	watched      bool
 	watchDecided bool
+	soloAt       uint64 // r.sent when it was sent while no other was in flight, else 0 (see Requester.solo)
+	// A call of Send sent alone may be awaited by reading its connection
+	// on Send's goroutine (mesh.Port.Await): awaiting is set then, under
+	// r.mu, and cleared by whatever takes the call out of flight
+	// (unawait), which stops that reading (reading). isDone and unawaitFn
+	// are made once per call and kept as it is recycled.
+	awaiting  atomic.Bool
+	noReuse   bool // set by Send's goroutine: a late context function may still use the call
+	reading   mesh.Reading
+	isDone    func() bool
+	unawaitFn func()
+}
+
+func newCall() *call {
+	c := &call{done: make(chan struct{}, 1), recycled: true}
+	c.isDone = func() bool { return !c.awaiting.Load() || len(c.done) > 0 }
+	c.unawaitFn = c.unawait
+	return c
+}
+
+// unawait ends the awaiting of c, stopping Send's reading for it if that
+// runs. It is called as c leaves flight, from whatever goroutine.
+func (c *call) unawait() {
+	if c.awaiting.Swap(false) {
+		c.reading.Interrupt()
+	}
 }
 
 // ctxWatch watches a context shared by many calls, so that each needs no
@@ -150,10 +180,14 @@ type ctxWatch struct {
 // calls on other contexts wait on them themselves.
 const maxWatches = 8
 
+// soloTrust is how many calls in a row must have stayed alone in flight
+// before a call sent alone is treated as such (see dispatch).
+const soloTrust = 4
+
 // Send's calls are recycled: a call costs two allocations (itself and its
 // done channel) and the reply's copy a third, a fifth of a request's
 // allocations in all, for each of which the garbage collector pays again.
-var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1), recycled: true} }}
+var callPool = sync.Pool{New: func() any { return newCall() }}
 
 // maxReplyBuf bounds the reply buffer a recycled call keeps.
 const maxReplyBuf = 16 << 10
@@ -163,14 +197,14 @@ const maxReplyBuf = 16 << 10
 // may still be finishing with a held call). Only its done channel, which
 // is empty, and its reply buffer are kept.
 func recycle(c *call) {
-	if c.wasHeld {
+	if c.wasHeld || c.noReuse {
 		return
 	}
 	done, buf := c.done, c.res.payload[:0]
 	if cap(buf) > maxReplyBuf {
 		buf = nil
 	}
-	*c = call{done: done, recycled: true, replyBuf: buf, enc: c.enc}
+	*c = call{done: done, recycled: true, replyBuf: buf, enc: c.enc, isDone: c.isDone, unawaitFn: c.unawaitFn}
 	callPool.Put(c)
 }
 
@@ -266,12 +300,16 @@ func (r *Requester) Send(ctx context.Context, typ string, req, reply any, opts .
 	if err != nil {
 		return err
 	}
-	if err := r.dispatch(c); err != nil {
+	node, err := r.dispatch(c, true)
+	if err != nil {
 		r.releasePayload(c)
 		if err != ErrClosed {
 			r.failed.Add(1)
 		}
 		return err
+	}
+	if node != "" {
+		r.await(c, node)
 	}
 	if c.watched || c.ctxDone == nil {
 		<-c.done // the watch ends it with ctx's error, if ctx ends first
@@ -290,6 +328,36 @@ func (r *Requester) Send(ctx context.Context, typ string, req, reply any, opts .
 	err = r.finish(c, reply)
 	recycle(c)
 	return err
+}
+
+// await reads the connection c was sent on (to node) on Send's goroutine
+// until c leaves flight, so that its reply, read here, needs no other
+// goroutine to wake this one (see mesh.Port.Await). The context's end
+// stops it: c's watch does (through doneLocked), or for an unwatched
+// context a function registered on it. When the reading cannot be had or
+// stops early, Send waits for c as usual.
+func (r *Requester) await(c *call, node string) {
+	if !c.watched && c.ctxDone != nil {
+		stop := context.AfterFunc(c.ctx, c.unawaitFn)
+		defer func() {
+			if !stop() {
+				// The function runs or will run: it may touch c after
+				// Send returns, so c must not be reused.
+				c.noReuse = true
+			}
+		}()
+	}
+	if r.port.Await(node, c.isDone, &c.reading) {
+		r.mu.Lock()
+		others := r.calls.len() > 0
+		r.mu.Unlock()
+		if others {
+			// Their replies come on connections that no caller may read
+			// for a while: let the read loops have them.
+			r.port.Resume(node)
+		}
+	}
+	c.awaiting.Store(false)
 }
 
 // prepare fills in c for a request of type typ: its context (with the
@@ -443,8 +511,10 @@ func (r *Requester) routes(v *mesh.View, typ, subset string) *routeEntry {
 }
 
 // dispatch sends c to a responder, or holds it. It returns an error only
-// when c has failed for good (and then c is done).
-func (r *Requester) dispatch(c *call) error {
+// when c has failed for good (and then c is done). With mayAwait (Send's
+// calls), a call sent while no other is in flight is marked awaiting, and
+// dispatch returns the node it went to, for Send to await it (see await).
+func (r *Requester) dispatch(c *call, mayAwait bool) (node string, err error) {
 	for {
 		v := r.node.View()
 		e := r.routes(v, c.typ, c.subset)
@@ -465,12 +535,12 @@ func (r *Requester) dispatch(c *call) error {
 		r.mu.Lock()
 		if c.state == stateDone {
 			r.mu.Unlock()
-			return nil // abandoned meanwhile
+			return "", nil // abandoned meanwhile
 		}
 		if r.closed {
 			r.doneLocked(c)
 			r.mu.Unlock()
-			return ErrClosed
+			return "", ErrClosed
 		}
 		if !c.watchDecided {
 			c.watchDecided = true
@@ -483,14 +553,14 @@ func (r *Requester) dispatch(c *call) error {
 				r.doneLocked(c)
 				r.mu.Unlock()
 				if c.subset != "" {
-					return fmt.Errorf("%w: %q in subset %q", ErrNoHandler, c.typ, c.subset)
+					return "", fmt.Errorf("%w: %q in subset %q", ErrNoHandler, c.typ, c.subset)
 				}
-				return fmt.Errorf("%w: %q", ErrNoHandler, c.typ)
+				return "", fmt.Errorf("%w: %q", ErrNoHandler, c.typ)
 			}
 			if r.heldN >= r.cfg.maxPending {
 				r.doneLocked(c)
 				r.mu.Unlock()
-				return fmt.Errorf("%w: %q: %d requests already wait for a responder", ErrQueueFull, c.typ, r.cfg.maxPending)
+				return "", fmt.Errorf("%w: %q: %d requests already wait for a responder", ErrQueueFull, c.typ, r.cfg.maxPending)
 			}
 			c.state, c.wasHeld, c.seq = stateHeld, true, 0
 			r.held = append(r.held, c)
@@ -502,7 +572,7 @@ func (r *Requester) dispatch(c *call) error {
 				// it, and would wait for the next change.
 				r.poke()
 			}
-			return nil
+			return "", nil
 		}
 		t := targets[0]
 		if len(targets) > 1 {
@@ -518,9 +588,26 @@ func (r *Requester) dispatch(c *call) error {
 		if !ok {
 			r.doneLocked(c)
 			r.mu.Unlock()
-			return fmt.Errorf("%w: %q: %d requests already in flight", ErrQueueFull, c.typ, r.calls.len())
+			return "", fmt.Errorf("%w: %q: %d requests already in flight", ErrQueueFull, c.typ, r.calls.len())
 		}
 		c.seq, c.target, c.state = seq, tkey{t.Node, t.Component}, stateSent
+		// The only call in flight, when calls that went alone recently
+		// stayed alone until their replies: no other request of this
+		// requester is likely on its way to join this one's write
+		// (wire.Writer.WriteFrameNow), or to need the read loop while its
+		// caller reads the reply itself (see await). Callers woken
+		// together by a burst of replies often find themselves alone for
+		// an instant before the others send: there, the write that waits
+		// for company and the read loop are the better bet.
+		c.soloAt = 0
+		alone := false
+		if r.calls.len() == 1 {
+			c.soloAt = r.sent + 1 // r.sent once this one is counted
+			alone = r.solo >= soloTrust
+		}
+		if alone && mayAwait {
+			c.awaiting.Store(true)
+		}
 		r.sent++ // taken back by forget if it is not written
 		if r.track {
 			r.pending[tkey{t.Node, t.Component}]++
@@ -532,26 +619,33 @@ func (r *Requester) dispatch(c *call) error {
 			left := time.Until(dl)
 			if left <= 0 {
 				r.forget(c)
-				return nil // the caller (or its watch) sees its context end
+				return "", nil // the caller (or its watch) sees its context end
 			}
 			h.Deadline = int64(left)
 		}
-		err := r.port.Send(c.ctx, t.Node, wire.KindRequest, &h, c.payload)
+		if alone {
+			err = r.port.SendNow(c.ctx, t.Node, wire.KindRequest, &h, c.payload)
+		} else {
+			err = r.port.Send(c.ctx, t.Node, wire.KindRequest, &h, c.payload)
+		}
 		if err == nil {
-			return nil
+			if c.awaiting.Load() {
+				return t.Node, nil
+			}
+			return "", nil
 		}
 		if !r.forget(c) {
-			return nil // answered or abandoned meanwhile
+			return "", nil // answered or abandoned meanwhile
 		}
 		switch {
 		case errors.Is(err, wire.ErrFrameTooLarge):
 			r.finishState(c)
-			return fmt.Errorf("requester: %q: request of %d bytes: %w", c.typ, len(c.payload), err)
+			return "", fmt.Errorf("requester: %q: request of %d bytes: %w", c.typ, len(c.payload), err)
 		case c.ctx.Err() != nil:
-			return nil // the caller (or its watch) sees its context end
+			return "", nil // the caller (or its watch) sees its context end
 		case errors.Is(err, mesh.ErrClosed):
 			r.finishState(c)
-			return fmt.Errorf("requester: %q: %w", c.typ, err)
+			return "", fmt.Errorf("requester: %q: %w", c.typ, err)
 		}
 		r.log.Debug("responder unreachable, trying another", "type", c.typ, "node", t.Node, "err", err)
 		c.excluded = append(c.excluded, tkey{t.Node, t.Component})
@@ -567,6 +661,7 @@ var testHookBeforeHold func()
 func (r *Requester) forget(c *call) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	c.awaiting.Store(false) // Send's own goroutine: not awaiting yet
 	if r.calls.get(c.seq) != c {
 		return false
 	}
@@ -587,6 +682,7 @@ func (r *Requester) finishState(c *call) {
 // way, and takes it off its context's watch. r.mu is held.
 func (r *Requester) doneLocked(c *call) {
 	c.state = stateDone
+	c.unawait()
 	w := c.watch
 	if w == nil {
 		return
@@ -748,6 +844,7 @@ func (r *Requester) abandon(c *call) bool {
 
 // requeueLocked puts c back at the head of the held queue. r.mu held.
 func (r *Requester) requeueLocked(c *call) {
+	c.unawait()
 	c.state, c.wasHeld = stateHeld, true
 	r.held = slices.Insert(r.held, 0, c)
 	r.heldN++
@@ -813,7 +910,7 @@ func (r *Requester) redispatch(v *mesh.View, list []*call) {
 		c.state = stateIdle
 		r.heldN--
 		r.mu.Unlock()
-		if err := r.dispatch(c); err != nil {
+		if _, err := r.dispatch(c, false); err != nil {
 			r.deliver(c, result{err: err})
 		}
 	}
@@ -878,6 +975,17 @@ func (h *handler) HandleFrame(from string, f *wire.Frame) {
 	}
 	r.calls.remove(f.Header.Seq)
 	r.unpend(c.target)
+	if c.soloAt != 0 {
+		if r.sent == c.soloAt {
+			r.solo = min(r.solo+1, soloTrust)
+		} else {
+			r.solo = 0
+		}
+	}
+	// This goroutine reads the connection c was sent on: if Send awaits c
+	// by reading it, this is that reading, which stops once c is out of
+	// flight (no need to interrupt it).
+	c.awaiting.Store(false)
 	if f.Header.Status == wire.StatusRejected || f.Header.Status == wire.StatusNoHandler {
 		// Not processed: safe to send elsewhere, whatever the retry policy.
 		c.excluded = append(c.excluded, c.target)

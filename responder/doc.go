@@ -15,8 +15,13 @@
 //	})
 //	defer r.Close(ctx) // drains: finishes in-flight work, loses no request
 //
-// Handlers run on their own goroutines, at most WithConcurrency at once,
-// never on the network read loop. A handler's error reaches the caller as a
+// Handlers run at most WithConcurrency at once, and never hold up the
+// network: a handler runs on a worker goroutine, or, when the responder has
+// nothing else to do and no other frame waits on the connection, on the
+// goroutine that read its request (which saves a wake-up of another
+// goroutine each way); that goroutine's reading moves to a new one if the
+// handler lasts more than a fraction of a millisecond, and requests that
+// follow a slow handler go to the workers. A handler's error reaches the caller as a
 // *requester.RemoteError with its message (and code, for an *Error); a panic
 // is recovered and reported the same way, and the responder keeps serving.
 // Close drains gracefully: the responder is marked draining so requesters

@@ -300,6 +300,9 @@ type Responder struct {
 	closed   bool
 	refuse   bool // drained: answer new requests "rejected" so they go elsewhere
 
+	lent        worker        // the encoder of the job served on a lent read loop (serveLent)
+	noLend      int           // requests still to send to workers after a slow lent one (mayLendLocked)
+	lendBackoff int           // the last noLend set, doubled by each slow lent one in a row
 	idleW       []*worker     // idle workers, most recently idle last
 	idleFor     time.Duration // workerIdle; tests shorten it
 	reaper      *time.Timer
@@ -509,7 +512,8 @@ func (h *handler) PeerDown(node string) {
 	r.backlog = queue{buf: out}
 }
 
-// accept runs on the read loop: it must not block.
+// accept runs on the read loop: it must not block, but for the handler it
+// may run on a lent read loop (see below).
 func (r *Responder) accept(from string, f *wire.Frame) {
 	key := reqKey{from, f.Header.From, f.Header.Seq}
 	e := r.routes.Load().lookup(f.Header.Name)
@@ -539,6 +543,19 @@ func (r *Responder) accept(from string, f *wire.Frame) {
 	// Each job's context stands alone (no shared parent whose lock every
 	// request would take); Close cancels the running jobs itself.
 	r.addLocked(j)
+	if r.nrunning == 1 && r.backlog.len() == 0 && r.waking == 0 && r.active < r.cfg.concurrency &&
+		f.Lend != nil && r.mayLendLocked() && f.Lend() {
+		// Nothing else waits or runs, and no other frame waits to be
+		// read: the handler runs here, on the goroutine the mesh lends
+		// (another one carries on reading if the handler takes long),
+		// which saves waking a worker and the switch to it, the cost
+		// that matters most to a caller with one request at a time.
+		r.active++
+		j.alone = true
+		r.mu.Unlock()
+		r.serveLent(j)
+		return
+	}
 	r.backlog.push(j)
 	// Wake one worker unless one is on its way already: a burst of requests
 	// is taken by the workers that are awake, and each worker that takes a
@@ -554,6 +571,65 @@ func (r *Responder) accept(from string, f *wire.Frame) {
 		// burst share a write.
 		j.held = true
 		j.back.Hold()
+	}
+	r.mu.Unlock()
+	r.run(w)
+}
+
+// Lending limits: a handler that kept a lent read loop for more than
+// lendSlow (long enough for the mesh to start another) sends the next
+// requests to the workers: lendSkip of them, twice as many after each
+// further slow one in a row, up to lendSkipMax. So handlers that block
+// seldom hold up their connection, and a handler slowed once by the
+// scheduler costs little.
+const (
+	lendSlow    = 50 * time.Microsecond
+	lendSkip    = 4
+	lendSkipMax = 1024
+)
+
+// mayLendLocked reports whether a request may be served on a lent read
+// loop, counting down the requests a slow one sent to the workers. r.mu is
+// held.
+func (r *Responder) mayLendLocked() bool {
+	if r.noLend > 0 {
+		r.noLend--
+		return false
+	}
+	return true
+}
+
+// serveLent serves j on a read loop lent by the mesh (see accept), as a
+// worker would, counted in r.active. Only one job runs at a time that way:
+// it is the only job running when it starts, so r.lent is free.
+func (r *Responder) serveLent(j *job) {
+	start := time.Now()
+	answered := r.serve(j, &r.lent)
+	slow := time.Since(start) > lendSlow
+	r.mu.Lock()
+	if slow {
+		r.lendBackoff = min(max(lendSkip, 2*r.lendBackoff), lendSkipMax)
+		r.noLend = r.lendBackoff
+	} else {
+		r.lendBackoff = 0
+	}
+	if answered {
+		r.answered++
+	}
+	r.removeLocked(j)
+	j.free()
+	r.active--
+	var w *worker
+	if r.backlog.len() > 0 && r.waking == 0 && r.active < r.cfg.concurrency {
+		// Requests came from other connections meanwhile, and no worker
+		// could be woken for them (WithConcurrency(1)).
+		w = r.wakeLocked()
+	}
+	if r.active == 0 {
+		select {
+		case r.idle <- struct{}{}:
+		default:
+		}
 	}
 	r.mu.Unlock()
 	r.run(w)
