@@ -136,19 +136,12 @@ type call struct {
 	// on Send's goroutine (mesh.Port.Await): awaiting is set then, under
 	// r.mu, and cleared by whatever takes the call out of flight
 	// (unawait), which stops that reading (reading). isDone and unawaitFn
-	// are made once per call and kept as it is recycled.
+	// are made by its first await and kept as it is recycled.
 	awaiting  atomic.Bool
 	noReuse   bool // set by Send's goroutine: a late context function may still use the call
 	reading   mesh.Reading
 	isDone    func() bool
 	unawaitFn func()
-}
-
-func newCall() *call {
-	c := &call{done: make(chan struct{}, 1), recycled: true}
-	c.isDone = func() bool { return !c.awaiting.Load() || len(c.done) > 0 }
-	c.unawaitFn = c.unawait
-	return c
 }
 
 // unawait ends the awaiting of c, stopping Send's reading for it if that
@@ -187,7 +180,7 @@ const soloTrust = 4
 // Send's calls are recycled: a call costs two allocations (itself and its
 // done channel) and the reply's copy a third, a fifth of a request's
 // allocations in all, for each of which the garbage collector pays again.
-var callPool = sync.Pool{New: func() any { return newCall() }}
+var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1), recycled: true} }}
 
 // maxReplyBuf bounds the reply buffer a recycled call keeps.
 const maxReplyBuf = 16 << 10
@@ -337,6 +330,10 @@ func (r *Requester) Send(ctx context.Context, typ string, req, reply any, opts .
 // context a function registered on it. When the reading cannot be had or
 // stops early, Send waits for c as usual.
 func (r *Requester) await(c *call, node string) {
+	if c.isDone == nil { // the first await of this call (kept as it is recycled)
+		c.isDone = func() bool { return !c.awaiting.Load() || len(c.done) > 0 }
+		c.unawaitFn = c.unawait
+	}
 	if !c.watched && c.ctxDone != nil {
 		stop := context.AfterFunc(c.ctx, c.unawaitFn)
 		defer func() {
