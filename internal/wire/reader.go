@@ -31,8 +31,8 @@ type Reader struct {
 	// a read error interrupted: big holds its first got bytes, and the
 	// next call resumes it.
 	large, got int
-	tab *strTable
-	err error // sticky: once set, every Next returns it
+	tab        *strTable
+	err        error // sticky: once set, every Next returns it
 }
 
 // NewReader returns a Reader of frames of at most max bytes after the length
