@@ -613,26 +613,39 @@ func (r *Responder) serveLent(j *job) {
 	} else {
 		r.lendBackoff = 0
 	}
+	r.finishLocked(j, answered)
+	var w *worker
+	if r.backlog.len() > 0 && r.waking == 0 {
+		// Requests came from other connections meanwhile, and no worker
+		// could be woken for them (WithConcurrency(1)): this one's place
+		// goes to a worker (counted before this one leaves).
+		w = r.wakeLocked()
+	}
+	r.leaveLocked()
+	r.mu.Unlock()
+	r.run(w)
+}
+
+// finishLocked ends job j once served (answered: its reply went out).
+// r.mu is held.
+func (r *Responder) finishLocked(j *job, answered bool) {
 	if answered {
 		r.answered++
 	}
 	r.removeLocked(j)
 	j.free()
+}
+
+// leaveLocked counts one fewer active worker (or lent read loop), telling
+// Close when none is left. r.mu is held.
+func (r *Responder) leaveLocked() {
 	r.active--
-	var w *worker
-	if r.backlog.len() > 0 && r.waking == 0 && r.active < r.cfg.concurrency {
-		// Requests came from other connections meanwhile, and no worker
-		// could be woken for them (WithConcurrency(1)).
-		w = r.wakeLocked()
-	}
 	if r.active == 0 {
 		select {
 		case r.idle <- struct{}{}:
 		default:
 		}
 	}
-	r.mu.Unlock()
-	r.run(w)
 }
 
 // wakeLocked counts one more worker waking, and returns the idle worker to
@@ -705,13 +718,7 @@ func (r *Responder) work(w *worker) {
 	r.waking--
 	for {
 		if r.backlog.len() == 0 {
-			r.active--
-			if r.active == 0 {
-				select {
-				case r.idle <- struct{}{}:
-				default:
-				}
-			}
+			r.leaveLocked()
 			if r.stopped {
 				r.mu.Unlock()
 				return
@@ -763,11 +770,7 @@ func (r *Responder) work(w *worker) {
 		unheld = unheld[:0]
 		answered := r.serve(j, w)
 		r.mu.Lock()
-		if answered {
-			r.answered++
-		}
-		r.removeLocked(j)
-		j.free()
+		r.finishLocked(j, answered)
 	}
 }
 
