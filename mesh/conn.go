@@ -56,8 +56,9 @@ type conn struct {
 	// wantBorrow is set by a caller that found the read loop reading;
 	// resume wakes the read loop parked while callers read. The guard
 	// timer guardT, armed while guardOn, ends lends and free periods that
-	// last. bf is the borrowers' frame. kicked says kickMu's holder set a
-	// read deadline to stop a borrower (Reading.Interrupt).
+	// last; guardEvery is when it looks next, in nanoseconds (see
+	// lendCheck). bf is the borrowers' frame. kicked says kickMu's holder
+	// set a read deadline to stop a borrower (Reading.Interrupt).
 	lent       atomic.Uint32 // lendNone, lendOut or lendTaken
 	lentAt     atomic.Int64  // monoNow
 	borrow     atomic.Uint32 // readLoop, readFree or readBorrowed
@@ -66,6 +67,7 @@ type conn struct {
 	resume     chan struct{}
 	guardT     *time.Timer
 	guardOn    atomic.Bool
+	guardEvery atomic.Int64
 	bf         wire.Frame
 	kickMu     sync.Mutex
 	kicked     bool
