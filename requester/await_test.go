@@ -5,6 +5,7 @@ import (
 	"errors"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -63,15 +64,25 @@ func TestSequentialSendsAreAnswered(t *testing.T) {
 // A handler that blocks on a lent read loop does not block its
 // connection: another goroutine carries on reading, so a second request on
 // the same connection is served (here it is what unblocks the first). The
-// next requests go to workers for a while.
+// next requests go to workers for a while. After a flow of quick requests
+// the mesh's guard looks less often (up to every 32 ms), and still takes
+// the reading over.
 func TestBlockedHandlerOnALentReadLoopDoesNotBlockItsConnection(t *testing.T) {
+	t.Run("fresh", func(t *testing.T) { blockedHandlerOnLentReadLoop(t, 0) })
+	t.Run("after a flow of quick requests", func(t *testing.T) { blockedHandlerOnLentReadLoop(t, 200*time.Millisecond) })
+}
+
+func blockedHandlerOnLentReadLoop(t *testing.T, flow time.Duration) {
 	meshtest.CheckGoroutines(t)
 	nodes := meshtest.Cluster(t, 2)
 	r := newResponder(t, nodes[1], "gate", responder.WithConcurrency(4))
 	release := make(chan struct{})
-	lent := make(chan bool, 1)
+	lent := make(chan struct{}, 1)
 	responder.Handle(r, "wait", func(ctx context.Context, _ int) (int, error) {
-		lent <- onReadLoop()
+		if !onReadLoop() {
+			return -1, nil // served by a worker: the test tries again
+		}
+		lent <- struct{}{}
 		select {
 		case <-release:
 			return 1, nil
@@ -86,19 +97,48 @@ func TestBlockedHandlerOnALentReadLoopDoesNotBlockItsConnection(t *testing.T) {
 	responder.Handle(r, "where", func(ctx context.Context, _ int) (bool, error) {
 		return onReadLoop(), nil
 	})
+	responder.Handle(r, "quick", func(ctx context.Context, n int) (int, error) { return n, nil })
 	req := newRequester(t, nodes[0])
 	ctx := ctxT(t, 10*time.Second)
+	for end := time.Now().Add(flow); time.Now().Before(end); {
+		if _, err := requester.Call[int](ctx, req, "quick", 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A handler the scheduler delayed during the flow (or the test's own
+	// slow checks) may send a few requests to the workers: try until the
+	// blocking request is served on the read loop. A fresh responder lends
+	// it the read loop at once.
+	var tried atomic.Int32
 	waited := make(chan error, 1)
 	go func() {
-		_, err := requester.Call[int](ctx, req, "wait", 0)
-		waited <- err
+		for range 2000 {
+			tried.Add(1)
+			v, err := requester.Call[int](ctx, req, "wait", 0)
+			if err != nil || v != -1 {
+				waited <- err
+				return
+			}
+		}
+		waited <- errors.New("never served on the read loop")
 	}()
-	if !<-lent {
+	select {
+	case <-lent:
+	case err := <-waited:
+		t.Fatalf("the blocking request: %v", err)
+	}
+	if flow == 0 && tried.Load() != 1 {
 		t.Fatal("the first request, to an idle responder, was not served on the read loop")
 	}
+	start := time.Now()
 	openedOnLoop, err := requester.Call[bool](ctx, req, "open", 0)
 	if err != nil {
 		t.Fatalf("the second request, behind a blocked handler: %v", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		// The guard takes over within about 32 ms; a second leaves room
+		// for a slow machine, not for a guard that stopped looking.
+		t.Errorf("the second request took %v behind the blocked handler", d)
 	}
 	if openedOnLoop {
 		t.Error("the second request was served on a read loop while a handler ran")
