@@ -32,19 +32,18 @@ import (
 // scheduler's network poller, which costs about what the hand-off saved.
 // The guard takes the reading back from a lend or a free period lendAge
 // old or more. It looks lendCheck after it was armed, and then, for as
-// long as it finds nothing to take back (requests flowing, each handler
-// quick, each caller followed by the next), twice as long after each look,
-// up to lendCheckMax; taking the reading back brings it down to lendCheck
-// again. So a frame waits at most about lendAge+lendCheck for a slow
-// handler or for a caller that went away, or up to lendAge+lendCheckMax
-// when that happens for the first time after a long flow of quick ones.
-// The guard's looks are not free: a timer that fires wakes a thread that
-// the next round trip then waits for, and on a machine whose other core
-// is idle that costs far more than the look itself (row 1a of go run
-// ./bench, one request at a time: 15 % fewer requests a second with a
-// look every millisecond than with one every 32 ms; a look every 8 ms
-// still cost 8 %; the same 1 ms timer in the raw TCP ping-pong cost it
-// 22 %).
+// long as it finds nothing to take back (handlers quick, each caller
+// followed by the next, or no traffic at all when it looks), twice as long
+// after each look, up to lendCheckMax; taking the reading back brings it
+// down to lendCheck again. So a frame waits at most about
+// lendAge+lendCheck for a slow handler or for a caller that went away, or
+// up to about lendAge+lendCheckMax the first time after the guard has
+// found nothing to take back for a while. The looks are not free: a timer
+// firing wakes another thread, and the round trips around it pay far more
+// for that than the look itself costs (row 1a of go run ./bench, one
+// request at a time, on a 2-core machine: 15 % fewer requests a second
+// with a look every millisecond than with one every 32 ms, 8 % with one
+// every 8 ms; the same 1 ms timer cost the raw TCP ping-pong 22 %).
 const (
 	lendAge      = 50 * time.Microsecond
 	lendCheck    = time.Millisecond

@@ -21,8 +21,8 @@
 // goroutine that read its request (which saves a wake-up of another
 // goroutine each way); that goroutine's reading moves to a new one if the
 // handler lasts (within about a millisecond, or up to about 32 ms the first
-// time after a long run of quick handlers), and the requests that follow a
-// slow handler go to the workers. A handler's error reaches the caller as
+// time after a long run of quick handlers or a quiet spell), and the
+// requests that follow a slow handler go to the workers. A handler's error reaches the caller as
 // a *requester.RemoteError with its message (and code, for an *Error); a panic
 // is recovered and reported the same way, and the responder keeps serving.
 // Close drains gracefully: the responder is marked draining so requesters
