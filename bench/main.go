@@ -39,6 +39,7 @@ type options struct {
 	measure time.Duration
 	warmup  time.Duration
 	profile string
+	pin     string
 }
 
 func run() int {
@@ -51,6 +52,7 @@ func run() int {
 	flag.BoolVar(&o.seeds, "seeds", false, "warren finds peers by seed addresses instead of mDNS")
 	flag.BoolVar(&o.verbose, "v", false, "print every event of every process")
 	flag.StringVar(&o.profile, "profile", "", "directory where Go children write CPU and heap profiles (pprof)")
+	flag.StringVar(&o.pin, "pin", "", "pin the children to cores, the same way for every implementation: split (each child on a core of its own, in turn) or same (every child on the last core); for diagnosis, not the figures the targets are about")
 	flag.DurationVar(&o.measure, "measure", 0, "measured window of throughput runs (default 8s, -quick 1s)")
 	flag.DurationVar(&o.warmup, "warmup", 0, "warm-up before each window (default 2s, -quick 300ms)")
 	flag.Parse()
@@ -72,7 +74,7 @@ func run() int {
 func runBench(ctx context.Context, o options) (int, error) {
 	started := time.Now()
 	p := plan{Quick: o.quick, Warmup: 2 * time.Second, Measure: 8 * time.Second, FailRun: 6 * time.Second,
-		Grace: 5 * time.Second, Reps: 5, Seeds: o.seeds}
+		Grace: 5 * time.Second, Reps: 5, Seeds: o.seeds, Pin: o.pin}
 	if o.quick {
 		p.Warmup, p.Measure, p.FailRun, p.Grace, p.Reps = 300*time.Millisecond, time.Second, 2*time.Second, 2*time.Second, 1
 	}
@@ -83,6 +85,11 @@ func runBench(ctx context.Context, o options) (int, error) {
 		p.Warmup = o.warmup
 	}
 	p.WarmupS, p.MeasureS, p.FailRunS = p.Warmup.Seconds(), p.Measure.Seconds(), p.FailRun.Seconds()
+	switch o.pin {
+	case "", pinSplit, pinSame:
+	default:
+		return 2, fmt.Errorf("-pin: unknown placement %q (want split or same)", o.pin)
+	}
 	for _, s := range strings.Split(o.impls, ",") {
 		switch im := impl(strings.TrimSpace(s)); im {
 		case implWarren, implCote, implRaw, implHandoff:
@@ -149,7 +156,7 @@ func runBench(ctx context.Context, o options) (int, error) {
 			return 1, fmt.Errorf("-profile: %w", err)
 		}
 	}
-	ps := &procs{self: self, coteDir: coteDir, hostNS: hostNS, verbose: o.verbose, profile: o.profile, live: map[*proc]bool{}}
+	ps := &procs{self: self, coteDir: coteDir, hostNS: hostNS, verbose: o.verbose, profile: o.profile, pin: o.pin, live: map[*proc]bool{}}
 	defer func() {
 		ps.killAll()
 		if err := nw.Close(); err != nil {

@@ -59,6 +59,9 @@ type procs struct {
 	hostNS  string // the parent's network namespace
 	verbose bool
 	profile string // directory for Go children's profiles, or ""
+	pin     string // pinSplit, pinSame or "" (see pinChild)
+
+	started int // children started so far, for pinSplit
 
 	mu   sync.Mutex
 	live map[*proc]bool
@@ -123,6 +126,8 @@ func (ps *procs) start(host nsnet.Host, im impl, cfg roleConfig) (*proc, error) 
 	}
 	ps.mu.Lock()
 	ps.live[p] = true
+	k := ps.started
+	ps.started++
 	ps.mu.Unlock()
 	go func() {
 		sc := bufio.NewScanner(out)
@@ -152,6 +157,12 @@ func (ps *procs) start(host nsnet.Host, im impl, cfg roleConfig) (*proc, error) 
 		delete(ps.live, p)
 		ps.mu.Unlock()
 	}()
+	// The child is still ip(8), one thread, until it executes the role:
+	// every thread of the role inherits the placement set here.
+	if err := ps.pinChild(p.pid(), k); err != nil {
+		p.sigkill()
+		return nil, fmt.Errorf("pinning %s: %w", p.name, err)
+	}
 	return p, nil
 }
 

@@ -185,6 +185,12 @@ func (rep *report) markdown() string {
 		mode = "quick"
 	}
 	fmt.Fprintf(&b, "# warren vs cote vs raw TCP (%s run, %s)\n\n", mode, rep.Started.Format("2006-01-02 15:04 MST"))
+	if rep.Plan.Seeds {
+		b.WriteString("Warren found its peers by seed addresses (`-seeds`), not by mDNS.\n\n")
+	}
+	if rep.Plan.Pin != "" {
+		fmt.Fprintf(&b, "Every child was pinned to cores (`-pin %s`): a run to diagnose, not the placement the targets are about.\n\n", rep.Plan.Pin)
+	}
 	b.WriteString(rep.table())
 	b.WriteString("\nRatios say how many times better warren is: warren ÷ other for rates, other ÷ warren for\n")
 	b.WriteString("times and memory, so a ratio above 1× is in warren's favour. Rates are req/s or msg/s\n")

@@ -29,7 +29,8 @@ type plan struct {
 	FailRun   time.Duration `json:"-"` // scenario 7: load duration
 	Grace     time.Duration `json:"-"` // scenario 7: wait for stragglers
 	Reps      int           `json:"repetitions"`
-	Seeds     bool          `json:"warren_seeds"` // warren uses seeds instead of mDNS
+	Seeds     bool          `json:"warren_seeds"`  // warren uses seeds instead of mDNS
+	Pin       string        `json:"pin,omitempty"` // children pinned to cores: split or same
 	WarmupS   float64       `json:"warmup_s"`
 	MeasureS  float64       `json:"measure_s"`
 	FailRunS  float64       `json:"failure_load_s"`
