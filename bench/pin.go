@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -17,8 +16,8 @@ import (
 // placement the same way for every implementation, to tell that apart from
 // the work each does.
 const (
-	pinSplit = "split" // the k-th child started runs on core k mod the number of cores
-	pinSame  = "same"  // every child runs on the last core
+	pinSplit = "split" // the k-th child started runs on the k-th core this process may use, in turn
+	pinSame  = "same"  // every child runs on the last core this process may use
 )
 
 // pinChild sets the CPU affinity of the child pid, the k-th started, per
@@ -28,10 +27,13 @@ func (ps *procs) pinChild(pid, k int) error {
 	if ps.pin == "" {
 		return nil
 	}
-	n := runtime.NumCPU()
-	cpu := n - 1
+	cpus, err := allowedCPUs()
+	if err != nil {
+		return err
+	}
+	cpu := cpus[len(cpus)-1]
 	if ps.pin == pinSplit {
-		cpu = k % n
+		cpu = cpus[k%len(cpus)]
 	}
 	var set unix.CPUSet
 	set.Set(cpu)
@@ -63,4 +65,22 @@ func (ps *procs) pinChild(pid, k int) error {
 		}
 	}
 	return fmt.Errorf("process %d kept starting threads while being pinned", pid)
+}
+
+// allowedCPUs lists the cores this process may run on, in order.
+func allowedCPUs() ([]int, error) {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		return nil, fmt.Errorf("sched_getaffinity: %w", err)
+	}
+	var cpus []int
+	for c := 0; c < len(set)*64 && len(cpus) < set.Count(); c++ {
+		if set.IsSet(c) {
+			cpus = append(cpus, c)
+		}
+	}
+	if len(cpus) == 0 {
+		return nil, errors.New("sched_getaffinity: no core")
+	}
+	return cpus, nil
 }
