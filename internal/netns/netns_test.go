@@ -59,6 +59,8 @@ func runHelper(role, arg string) int {
 		err = mcastListen(ctx)
 	case "mcast-send":
 		err = mcastSend(ctx, arg)
+	case "silent":
+		<-ctx.Done() // prints nothing: a process stuck before its ready line
 	case "resolve":
 		var addrs []string
 		addrs, err = net.DefaultResolver.LookupHost(ctx, arg)
@@ -200,6 +202,31 @@ func helper(t *testing.T, h *Host, role, arg string) *Proc {
 	cmd := h.Command(context.Background(), exe) // not t.Context: cleanup stops it gracefully
 	cmd.Env = append(os.Environ(), envRole+"="+role, envArg+"="+arg, envHostNS+"="+hostNS)
 	return StartProc(t, h.Name+"/"+role, cmd)
+}
+
+// TestDiagnoseSilentProcess checks what a test gets when a child never
+// prints the line it waits for: its threads as the kernel sees them, and
+// the Go program's goroutine dump (SIGQUIT), which shows where it is stuck.
+func TestDiagnoseSilentProcess(t *testing.T) {
+	n := New(t)
+	h := n.AddHost(t, "a")
+	p := helper(t, h, "silent", "")
+	if _, err := p.Await(500*time.Millisecond, isLine("ready")); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("Await on a silent process: %v, want ErrTimeout", err)
+	}
+	d := p.Diagnose()
+	if !strings.Contains(d, fmt.Sprintf("(pid %d)", p.Pid())) || !strings.Contains(d, "state=") {
+		t.Errorf("Diagnose did not describe the threads:\n%s", d)
+	}
+	if !strings.Contains(d, "goroutine dump is in its stderr") {
+		t.Errorf("process still running after SIGQUIT:\n%s", d)
+	}
+	if e := p.Stderr(); !strings.Contains(e, "SIGQUIT") || !strings.Contains(e, "goroutine 1 ") || !strings.Contains(e, "runHelper") {
+		t.Errorf("no goroutine dump in stderr:\n%s", e)
+	}
+	if d := p.Diagnose(); d != "" {
+		t.Errorf("Diagnose on an exited process = %q, want nothing", d)
+	}
 }
 
 func isLine(want string) func(string) bool { return func(l string) bool { return l == want } }

@@ -24,9 +24,9 @@ var (
 )
 
 const (
-	maxLines     = 100_000  // stdout lines kept per process; older ones are dropped
-	maxStderr    = 64 << 10 // bytes of stderr kept (the tail)
-	dumpLines    = 40       // stdout lines shown when a test fails
+	maxLines     = 100_000   // stdout lines kept per process; older ones are dropped
+	maxStderr    = 256 << 10 // bytes of stderr kept (the tail); room for a goroutine dump
+	dumpLines    = 40        // stdout lines shown when a test fails
 	defaultGrace = 3 * time.Second
 	// EnvVerbose, when set, makes every Proc print its output at cleanup even
 	// when the test passed.
@@ -173,9 +173,71 @@ func (p *Proc) WaitLine(t testing.TB, timeout time.Duration, match func(line str
 	t.Helper()
 	l, err := p.Await(timeout, match)
 	if err != nil {
-		t.Fatalf("%v\n%s", err, p.Report(p.Err()))
+		diag := ""
+		if errors.Is(err, ErrTimeout) {
+			diag = p.Diagnose()
+		}
+		t.Fatalf("%v\n%s%s", err, diag, p.Report(p.Err()))
 	}
 	return l
+}
+
+// Diagnose explains a process that is still running but silent: it returns
+// what the kernel says of each of its threads (name, state, where it
+// sleeps, kernel stack when readable), then sends it SIGQUIT, which makes a
+// Go program print every goroutine's stack to stderr and exit, and waits up
+// to 5 s for it to do so (the dump then shows in Report). A process that
+// has exited is left alone. Kernel details that cannot be read are omitted.
+func (p *Proc) Diagnose() string {
+	select {
+	case <-p.done:
+		return ""
+	default:
+	}
+	pid := p.Pid()
+	var b strings.Builder
+	fmt.Fprintf(&b, "--- %s (pid %d) threads, from /proc:\n", p.name, pid)
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		fmt.Fprintf(&b, "%v\n", err)
+	}
+	for _, task := range tasks {
+		dir := fmt.Sprintf("/proc/%d/task/%s/", pid, task.Name())
+		comm := readTrim(dir + "comm")
+		state := ""
+		if st, err := os.ReadFile(dir + "status"); err == nil {
+			for _, l := range strings.Split(string(st), "\n") {
+				if v, ok := strings.CutPrefix(l, "State:"); ok {
+					state = strings.TrimSpace(v)
+				}
+			}
+		}
+		fmt.Fprintf(&b, "tid %s %s state=%q wchan=%s\n", task.Name(), comm, state, readTrim(dir+"wchan"))
+		if stack := readTrim(dir + "stack"); stack != "" {
+			for _, l := range strings.Split(stack, "\n") {
+				fmt.Fprintf(&b, "    %s\n", l)
+			}
+		}
+	}
+	if err := p.Signal(syscall.SIGQUIT); err != nil {
+		fmt.Fprintf(&b, "SIGQUIT: %v\n", err)
+		return b.String()
+	}
+	select {
+	case <-p.done:
+		b.WriteString("(sent SIGQUIT: a Go program's goroutine dump is in its stderr below)\n")
+	case <-time.After(5 * time.Second):
+		b.WriteString("(sent SIGQUIT: still running 5 s later)\n")
+	}
+	return b.String()
+}
+
+func readTrim(name string) string {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // Signal sends sig to the process (not its group). Signalling a process
