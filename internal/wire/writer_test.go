@@ -286,7 +286,10 @@ func TestWriterBackPressure(t *testing.T) {
 
 	first := make(chan error, 1)
 	go func() { first <- w.WriteFrame(context.Background(), KindEvent, &Header{Seq: 0}, payload) }()
-	waitFor(t, "the flusher to start", func() bool { f, _ := w.Stats(); return f == 1 })
+	// Not merely queued: while the first frame's goroutine still yields, the
+	// tenth frame below would make this goroutine the flusher (DefaultBatch),
+	// blocked in Write until the write timeout.
+	waitWriting(t, w)
 
 	sent := 1
 	for ; sent < 100; sent++ {
@@ -540,13 +543,24 @@ func TestWriterFlush(t *testing.T) {
 	}
 }
 
+// waitWriting waits until w's flusher has taken its first batch and is in
+// the underlying Write (which, in the tests that use it, blocks).
+func waitWriting(t *testing.T, w *Writer) {
+	t.Helper()
+	waitFor(t, "the flusher to be writing", func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.swaps == 1 && !w.yielding
+	})
+}
+
 func TestWriterCloseWakesWaiters(t *testing.T) {
 	client, server := net.Pipe()
 	defer client.Close()
 	defer server.Close()
 	w := NewWriter(client, 0, WithMaxPending(1))
 	go w.WriteFrame(context.Background(), KindPing, nil, nil)
-	waitFor(t, "the flusher", func() bool { f, _ := w.Stats(); return f == 1 })
+	waitWriting(t, w)
 	if err := w.WriteFrame(context.Background(), KindPing, nil, nil); err != nil {
 		t.Fatal(err)
 	}
