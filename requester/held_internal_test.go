@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/warrenmesh/warren/internal/meshtest"
+	"github.com/warrenmesh/warren/mesh"
 	"github.com/warrenmesh/warren/responder"
 )
 
@@ -176,5 +177,93 @@ func TestCloseFailsCallsRequeuedWhileItWaits(t *testing.T) {
 	}
 	if err := <-closed; err != nil {
 		t.Fatalf("Close: %v", err)
+	}
+}
+
+// A call whose responder is lost while its caller is about to write it is
+// sent again by the dispatcher under a new number. The caller's write to
+// the lost responder then fails; the caller must see that the call is no
+// longer its own (it was sent again), not take the new sending out of
+// flight and send the request a third time.
+func TestLostWhileWritingIsSentOnce(t *testing.T) {
+	meshtest.CheckGoroutines(t)
+	nodes := meshtest.Cluster(t, 3)
+	var mu sync.Mutex
+	handled := map[string]int{} // by responder node
+	for _, n := range nodes[1:] {
+		resp, err := responder.New("svc", responder.WithMesh(n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := n.ID()
+		resp.On("work", func(context.Context, *responder.Request) (any, error) {
+			mu.Lock()
+			handled[id]++
+			mu.Unlock()
+			return "ok", nil
+		})
+	}
+	req, err := New("client", WithMesh(nodes[0]), WithRetry(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer req.Close(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := nodes[0].Await(ctx, func(cs []mesh.Component) bool {
+		k := 0
+		for _, c := range cs {
+			if c.Kind == mesh.KindResponder {
+				k++
+			}
+		}
+		return k == 2
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	var once sync.Once
+	var lost string
+	testHookSending = func(c *call, seq uint64, node string) {
+		once.Do(func() {
+			lost = node
+			for _, n := range nodes[1:] {
+				if n.ID() == node {
+					cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
+					n.Close(cctx) // the write below fails
+					ccancel()
+				}
+			}
+			(*handler)(req).PeerDown(node) // as the mesh reports it, at once
+			deadline := time.Now().Add(5 * time.Second)
+			for time.Now().Before(deadline) {
+				req.mu.Lock()
+				again := c.seq != seq && c.state == stateSent
+				req.mu.Unlock()
+				if again {
+					return
+				}
+				time.Sleep(time.Millisecond)
+			}
+			t.Error("the lost call was not sent again")
+		})
+	}
+	defer func() { testHookSending = nil }()
+	got, err := Call[string](ctx, req, "work", 1)
+	if err != nil || got != "ok" {
+		t.Fatalf("Call: %q, %v", got, err)
+	}
+	testHookSending = nil
+	time.Sleep(200 * time.Millisecond) // a third sending would arrive meanwhile
+	mu.Lock()
+	defer mu.Unlock()
+	total := 0
+	for id, k := range handled {
+		if id != lost {
+			total += k
+		}
+	}
+	if lost == "" || total != 1 || handled[lost] != 0 {
+		t.Fatalf("handled %v (lost %s), want once by the other responder", handled, lost)
 	}
 }

@@ -610,12 +610,19 @@ func (r *Requester) dispatch(c *call, mayAwait bool) (node string, err error) {
 			r.pending[tkey{t.Node, t.Component}]++
 		}
 		r.mu.Unlock()
+		if testHookSending != nil {
+			testHookSending(c, seq, t.Node)
+		}
 
-		h := wire.Header{To: t.Component, Seq: c.seq, Name: c.typ}
+		// From here c may leave flight at any moment (its responder lost,
+		// its context ended) and be dispatched again by another goroutine
+		// under a new number: this goroutine uses seq, not c.seq, and
+		// forget tells it whether c is still its to handle.
+		h := wire.Header{To: t.Component, Seq: seq, Name: c.typ}
 		if dl, ok := c.ctx.Deadline(); ok {
 			left := time.Until(dl)
 			if left <= 0 {
-				r.forget(c)
+				r.forget(c, seq)
 				return "", nil // the caller (or its watch) sees its context end
 			}
 			h.Deadline = int64(left)
@@ -631,8 +638,8 @@ func (r *Requester) dispatch(c *call, mayAwait bool) (node string, err error) {
 			}
 			return "", nil
 		}
-		if !r.forget(c) {
-			return "", nil // answered or abandoned meanwhile
+		if !r.forget(c, seq) {
+			return "", nil // answered, abandoned or sent again meanwhile
 		}
 		switch {
 		case errors.Is(err, wire.ErrFrameTooLarge):
@@ -653,16 +660,21 @@ func (r *Requester) dispatch(c *call, mayAwait bool) (node string, err error) {
 // found no target, before it is held.
 var testHookBeforeHold func()
 
-// forget takes c out of the in-flight table after a failed write; false if
-// it was no longer there.
-func (r *Requester) forget(c *call) bool {
+// testHookSending, when set (by tests), runs in dispatch once c is in
+// flight as number seq to node, before its frame is written.
+var testHookSending func(c *call, seq uint64, node string)
+
+// forget takes c, sent as number seq, out of the in-flight table after a
+// failed write; false if it was no longer there under that number
+// (answered, abandoned, or taken out of flight and dispatched again).
+func (r *Requester) forget(c *call, seq uint64) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	c.awaiting.Store(false) // Send's own goroutine: not awaiting yet
-	if r.calls.get(c.seq) != c {
+	if r.calls.get(seq) != c {
 		return false
 	}
-	r.calls.remove(c.seq)
+	r.calls.remove(seq)
 	r.unpend(c.target)
 	r.sent--
 	c.state = stateIdle
