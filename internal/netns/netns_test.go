@@ -4,6 +4,7 @@ package netns
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -436,5 +437,34 @@ func TestCleanupRemovesEverything(t *testing.T) {
 		if _, err := os.Stat("/etc/netns/" + ns); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("/etc/netns/%s left behind (%v)", ns, err)
 		}
+	}
+}
+
+// TestRaceReportKept checks that a race detector report in a child's stderr
+// is found even when it arrives split across writes and is followed by
+// more output than the stderr tail keeps (StartProc's cleanup fails the
+// test on it).
+func TestRaceReportKept(t *testing.T) {
+	p := &Proc{name: "x", changed: make(chan struct{}), done: make(chan struct{})}
+	w := (*procStderr)(p)
+	report := "==================\nWARNING: DATA RACE\nWrite at 0x00c000 by goroutine 7:\n  main.f()\n"
+	for _, chunk := range []string{"log line\n=====", report[5:25], report[25:], "more\n"} {
+		w.Write([]byte(chunk))
+	}
+	if got := p.Race(); !strings.HasPrefix(got, "WARNING: DATA RACE\nWrite at") || !strings.Contains(got, "main.f()") {
+		t.Fatalf("Race() = %q", got)
+	}
+	w.Write(bytes.Repeat([]byte("x"), 2*maxStderr))
+	if got := p.Race(); !strings.Contains(got, "main.f()") || len(got) != maxRace {
+		t.Fatalf("after a flood, Race() has %d bytes, want the report and %d", len(got), maxRace)
+	}
+	if q := (&Proc{}); q.Race() != "" {
+		t.Fatal("Race() of a clean process is not empty")
+	}
+	clean := &Proc{}
+	(*procStderr)(clean).Write([]byte("WARNING: DATA"))
+	(*procStderr)(clean).Write([]byte(" RAC"))
+	if clean.Race() != "" {
+		t.Fatal("a partial marker counted as a race")
 	}
 }

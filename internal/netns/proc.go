@@ -26,12 +26,16 @@ var (
 const (
 	maxLines     = 100_000   // stdout lines kept per process; older ones are dropped
 	maxStderr    = 256 << 10 // bytes of stderr kept (the tail); room for a goroutine dump
+	maxRace      = 32 << 10  // bytes of a race detector report kept
 	dumpLines    = 40        // stdout lines shown when a test fails
 	defaultGrace = 3 * time.Second
 	// EnvVerbose, when set, makes every Proc print its output at cleanup even
 	// when the test passed.
 	EnvVerbose = "WARREN_NETNS_VERBOSE"
 )
+
+// raceMarker starts every report of the race detector.
+var raceMarker = []byte("WARNING: DATA RACE")
 
 // Proc is a started child process whose stdout is split into lines that a
 // test can wait for, and whose stderr is kept (its tail) for failure
@@ -47,7 +51,9 @@ type Proc struct {
 	next    int           // absolute index of the first line Await has not consumed
 	changed chan struct{} // closed and replaced on every new line and on exit
 	stderr  []byte
-	errOut  error // Wait's result, valid once done is closed
+	race    []byte // the first race detector report in stderr (its start, up to maxRace bytes)
+	raced   bool   // stderr held a race detector report
+	errOut  error  // Wait's result, valid once done is closed
 
 	done chan struct{}
 }
@@ -85,6 +91,11 @@ func StartProc(t testing.TB, name string, cmd *exec.Cmd) *Proc {
 	}()
 	t.Cleanup(func() {
 		err := p.Stop(defaultGrace)
+		if race := p.Race(); race != "" {
+			// A child killed by the test never exits with the race
+			// detector's status: its report is the only trace.
+			t.Errorf("netns: %s: the race detector reported a data race:\n%s", name, race)
+		}
 		if t.Failed() || os.Getenv(EnvVerbose) != "" {
 			t.Logf("%s", p.Report(err))
 		}
@@ -118,6 +129,14 @@ func (p *Proc) Lines() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append([]string(nil), p.lines...)
+}
+
+// Race returns the start of the first data race report that the race
+// detector (a child built with -race) wrote to stderr, or "" if none.
+func (p *Proc) Race() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return string(p.race)
 }
 
 // Stderr returns the tail of the process's stderr.
@@ -374,6 +393,19 @@ func (w *procStderr) Write(b []byte) (int, error) {
 	p := (*Proc)(w)
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	switch {
+	case !p.raced:
+		// The marker may straddle two writes: look from its length
+		// before the end of what came already.
+		from := max(0, len(p.stderr)-len(raceMarker)+1)
+		window := append(p.stderr[from:len(p.stderr):len(p.stderr)], b...)
+		if i := bytes.Index(window, raceMarker); i >= 0 {
+			p.raced = true
+			p.race = append([]byte(nil), window[i:min(len(window), i+maxRace)]...)
+		}
+	case len(p.race) < maxRace:
+		p.race = append(p.race, b[:min(len(b), maxRace-len(p.race))]...)
+	}
 	p.stderr = append(p.stderr, b...)
 	if len(p.stderr) > maxStderr {
 		p.stderr = append([]byte(nil), p.stderr[len(p.stderr)-maxStderr:]...)
