@@ -156,3 +156,73 @@ func TestTargetByteCredits(t *testing.T) {
 		t.Fatalf("widest windows after one event: %d, %d", ev, by)
 	}
 }
+
+// TestPublishEndedBeforeDialGivesCreditsBack: subscribers not yet connected
+// are sent to after the connected ones, each dialled in turn; when ctx ends
+// while Publish dials the first, the others get their credit back, so no
+// window shrinks.
+func TestPublishEndedBeforeDialGivesCreditsBack(t *testing.T) {
+	meshtest.CheckGoroutines(t)
+	nodes := meshtest.Cluster(t, 3)
+	p, err := New("unit", WithMesh(nodes[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(context.Background())
+	got := make(chan struct{}, 16)
+	for _, n := range nodes[1:] {
+		s, err := subscriber.New("s", subscriber.WithMesh(n), subscriber.WithBuffer(4))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			s.Close(ctx)
+		}()
+		s.On("t", func(context.Context, *subscriber.Message) { got <- struct{}{} })
+	}
+	meshtest.Eventually(t, 10*time.Second, func() error {
+		k := 0
+		for _, c := range nodes[0].View().Components {
+			if c.Kind == mesh.KindSubscriber {
+				k++
+			}
+		}
+		if k != 2 {
+			return fmt.Errorf("%d subscribers visible", k)
+		}
+		return nil
+	})
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := p.Publish(ended, "t", 0); err == nil {
+		t.Fatal("Publish with an ended context to subscribers not yet dialled succeeded")
+	}
+	p.smu.Lock()
+	var targets []*target
+	for _, x := range p.subs {
+		targets = append(targets, x)
+	}
+	p.smu.Unlock()
+	if len(targets) != 2 {
+		t.Fatalf("%d targets, want 2", len(targets))
+	}
+	for _, tg := range targets {
+		if ev, _ := unpackCredits(tg.credits.Load()); ev != 4 {
+			t.Errorf("target %v has %d event credits after the failed Publish, want its window of 4", tg.key, ev)
+		}
+	}
+	ctx, cancelOK := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancelOK()
+	if err := p.Publish(ctx, "t", 1); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		select {
+		case <-got:
+		case <-ctx.Done():
+			t.Fatal("a subscriber did not get the event published once connected")
+		}
+	}
+}

@@ -317,16 +317,19 @@ func (p *Publisher) Publish(ctx context.Context, topic string, payload any) erro
 	body := buf.Bytes()
 	size := eventSize(topic, body)
 
-	// Subscribers with room get the event at once; those without are waited
-	// for afterwards, so a full one does not hold up the others.
-	var waitSolo [4]*target
+	// Subscribers with room and a connection get the event at once; those
+	// still to be dialled (or too large an event to queue) come next, and
+	// those without room are waited for last, so that neither a full one
+	// nor one slow to connect holds up the others, even when ctx ends
+	// while Publish waits for it.
+	var sendLater, waitSolo [4]*target
 	var waitGroups [4]string
-	ws, wg := waitSolo[:0], waitGroups[:0]
+	later, ws, wg := sendLater[:0], waitSolo[:0], waitGroups[:0]
 	for _, t := range r.solo {
 		switch {
 		case t.take(size):
-			if err := p.sendTo(ctx, t, topic, body); err != nil {
-				return err
+			if !p.post(t, topic, body) {
+				later = append(later, t)
 			}
 		case t.dropFull:
 			p.droppedFull.Add(1)
@@ -337,13 +340,26 @@ func (p *Publisher) Publish(ctx context.Context, topic string, payload any) erro
 	for i := range r.groups {
 		g := &r.groups[i]
 		if t := g.pickReady(size); t != nil {
-			if err := p.sendTo(ctx, t, topic, body); err != nil {
-				return err
+			if !p.post(t, topic, body) {
+				later = append(later, t)
 			}
 		} else if g.allDropFull() {
 			p.droppedFull.Add(1)
 		} else {
 			wg = append(wg, g.name)
+		}
+	}
+	for i, t := range later {
+		if err := p.sendTo(ctx, t, topic, body); err != nil {
+			// The others were given a credit: they get the event if they
+			// can without waiting, or the credit back.
+			for _, u := range later[i+1:] {
+				if !p.post(u, topic, body) {
+					u.give(1, int64(size))
+				}
+			}
+			p.notify()
+			return err
 		}
 	}
 	for _, t := range ws {
@@ -357,6 +373,21 @@ func (p *Publisher) Publish(ctx context.Context, topic string, payload any) erro
 		}
 	}
 	return nil
+}
+
+// post queues one event frame for t, which has been given a credit, when
+// it can without waiting (a connection exists, the frame is small), and
+// reports whether it did.
+func (p *Publisher) post(t *target, topic string, body []byte) bool {
+	if len(body)+len(topic) > t.postMax {
+		return false
+	}
+	h := wire.Header{To: t.key.id, Name: topic}
+	if p.port.Post(t.key.node, wire.KindEvent, &h, body) != nil {
+		return false
+	}
+	p.delivered.Add(1)
+	return true
 }
 
 // sendTo sends one event frame to t, which has been given a credit. It
