@@ -98,9 +98,16 @@ func DropMulticast() HostOption { return func(c *hostConfig) { c.dropMulticast =
 // process started through it and deletes all namespaces it made, even when
 // the test fails. When not root it skips the test, unless the environment
 // variable CI is "true", then the test fails.
+//
+// Networks are made one test process at a time on a machine (a file lock,
+// shared by the tests of one process): go test runs the tests of several
+// packages at once, and tests that each start a network of processes
+// (built with -race, several per host) would otherwise overload a small
+// machine, so that a process misses its deadlines for want of a CPU.
 func New(t testing.TB) *Net {
 	t.Helper()
 	Require(t)
+	lockMachine(t)
 	n := &Net{
 		suffix: fmt.Sprintf("%06x", rand.N(1<<24)),
 		subnet: fmt.Sprintf("10.%d.%d", 200+rand.N(51), rand.N(256)),
@@ -371,4 +378,65 @@ func run(argv ...string) error {
 		return fmt.Errorf("%w: %s: %v: %s", ErrCommand, strings.Join(argv, " "), err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// machine is this process's share of the machine-wide lock of New.
+var machine struct {
+	mu    sync.Mutex
+	users int      // Nets of this process that hold the lock
+	f     *os.File // the locked file while users > 0
+}
+
+// lockWait bounds how long New waits for the other test processes'
+// networks; go test's own -timeout (10 minutes by default) is per package.
+const lockWait = 8 * time.Minute
+
+// lockMachine takes the machine-wide lock for one Net (this process may
+// hold it for several) and releases it at the test's cleanup, after the
+// Net's own cleanup (registered later, so run first).
+func lockMachine(t testing.TB) {
+	t.Helper()
+	machine.mu.Lock()
+	defer machine.mu.Unlock()
+	if machine.users == 0 {
+		name := filepath.Join(os.TempDir(), "warren-netns.lock")
+		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o666)
+		if err != nil {
+			t.Fatalf("netns: lock file: %v", err)
+		}
+		start := time.Now()
+		logged := false
+		for {
+			err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
+				f.Close()
+				t.Fatalf("netns: locking %s: %v", name, err)
+			}
+			if time.Since(start) > lockWait {
+				f.Close()
+				t.Fatalf("netns: another test process has held %s for %v", name, lockWait)
+			}
+			if !logged && time.Since(start) > time.Second {
+				t.Logf("netns: waiting for another test process's network to end (%s)", name)
+				logged = true
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if logged {
+			t.Logf("netns: waited %v for %s", time.Since(start).Round(time.Millisecond), name)
+		}
+		machine.f = f
+	}
+	machine.users++
+	t.Cleanup(func() {
+		machine.mu.Lock()
+		defer machine.mu.Unlock()
+		if machine.users--; machine.users == 0 {
+			machine.f.Close() // releases the lock
+			machine.f = nil
+		}
+	})
 }
