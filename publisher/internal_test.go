@@ -16,33 +16,11 @@ import (
 // drops, the events in flight will never be credited, so the window starts
 // afresh; credits arriving later never push it past its size.
 func TestPeerDownResetsWindow(t *testing.T) {
-	meshtest.CheckGoroutines(t)
-	nodes := meshtest.Cluster(t, 2)
-	p, err := New("unit", WithMesh(nodes[0]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close(context.Background())
+	p, nodes := unitCluster(t, 2)
 	release := make(chan struct{})
-	s, err := subscriber.New("slow", subscriber.WithMesh(nodes[1]), subscriber.WithBuffer(4))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Close(ctx)
-	}()
-	s.On("t", func(context.Context, *subscriber.Message) { <-release })
-	defer close(release)
-	meshtest.Eventually(t, 10*time.Second, func() error {
-		for _, c := range nodes[0].View().Components {
-			if c.Kind == mesh.KindSubscriber {
-				return nil
-			}
-		}
-		return fmt.Errorf("subscriber not visible")
-	})
+	smallSubscriber(t, nodes[1], func() { <-release })
+	defer close(release) // before the subscriber's Close (a cleanup)
+	waitSubscribers(t, nodes[0], 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for i := range 4 {
@@ -162,38 +140,12 @@ func TestTargetByteCredits(t *testing.T) {
 // while Publish dials the first, the others get their credit back, so no
 // window shrinks.
 func TestPublishEndedBeforeDialGivesCreditsBack(t *testing.T) {
-	meshtest.CheckGoroutines(t)
-	nodes := meshtest.Cluster(t, 3)
-	p, err := New("unit", WithMesh(nodes[0]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close(context.Background())
+	p, nodes := unitCluster(t, 3)
 	got := make(chan struct{}, 16)
 	for _, n := range nodes[1:] {
-		s, err := subscriber.New("s", subscriber.WithMesh(n), subscriber.WithBuffer(4))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			s.Close(ctx)
-		}()
-		s.On("t", func(context.Context, *subscriber.Message) { got <- struct{}{} })
+		smallSubscriber(t, n, func() { got <- struct{}{} })
 	}
-	meshtest.Eventually(t, 10*time.Second, func() error {
-		k := 0
-		for _, c := range nodes[0].View().Components {
-			if c.Kind == mesh.KindSubscriber {
-				k++
-			}
-		}
-		if k != 2 {
-			return fmt.Errorf("%d subscribers visible", k)
-		}
-		return nil
-	})
+	waitSubscribers(t, nodes[0], 2)
 	ended, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := p.Publish(ended, "t", 0); err == nil {
@@ -225,4 +177,51 @@ func TestPublishEndedBeforeDialGivesCreditsBack(t *testing.T) {
 			t.Fatal("a subscriber did not get the event published once connected")
 		}
 	}
+}
+
+// unitCluster is k nodes and a publisher on the first, closed (and checked
+// for leaked goroutines) at cleanup.
+func unitCluster(t *testing.T, k int) (*Publisher, []*mesh.Node) {
+	t.Helper()
+	meshtest.CheckGoroutines(t)
+	nodes := meshtest.Cluster(t, k)
+	p, err := New("unit", WithMesh(nodes[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close(context.Background()) })
+	return p, nodes
+}
+
+// smallSubscriber subscribes to "t" on node with a buffer of 4 events,
+// running h for each, and closes at cleanup.
+func smallSubscriber(t *testing.T, node *mesh.Node, h func()) {
+	t.Helper()
+	s, err := subscriber.New("s", subscriber.WithMesh(node), subscriber.WithBuffer(4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.Close(ctx)
+	})
+	s.On("t", func(context.Context, *subscriber.Message) { h() })
+}
+
+// waitSubscribers waits until node sees k subscribers.
+func waitSubscribers(t *testing.T, node *mesh.Node, k int) {
+	t.Helper()
+	meshtest.Eventually(t, 10*time.Second, func() error {
+		n := 0
+		for _, c := range node.View().Components {
+			if c.Kind == mesh.KindSubscriber {
+				n++
+			}
+		}
+		if n != k {
+			return fmt.Errorf("%d subscribers visible, want %d", n, k)
+		}
+		return nil
+	})
 }
