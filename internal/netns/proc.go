@@ -52,7 +52,6 @@ type Proc struct {
 	changed chan struct{} // closed and replaced on every new line and on exit
 	stderr  []byte
 	race    []byte // the first race detector report in stderr (its start, up to maxRace bytes)
-	raced   bool   // stderr held a race detector report
 	errOut  error  // Wait's result, valid once done is closed
 
 	done chan struct{}
@@ -394,13 +393,12 @@ func (w *procStderr) Write(b []byte) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch {
-	case !p.raced:
+	case len(p.race) == 0:
 		// The marker may straddle two writes: look from its length
 		// before the end of what came already.
 		from := max(0, len(p.stderr)-len(raceMarker)+1)
 		window := append(p.stderr[from:len(p.stderr):len(p.stderr)], b...)
 		if i := bytes.Index(window, raceMarker); i >= 0 {
-			p.raced = true
 			p.race = append([]byte(nil), window[i:min(len(window), i+maxRace)]...)
 		}
 	case len(p.race) < maxRace:
