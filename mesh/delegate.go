@@ -153,6 +153,9 @@ func (e *events) NotifyJoin(m *memberlist.Node) {
 		return
 	}
 	mem := memberFrom(m)
+	// The peer first: once Members, the catalogue or an event shows the
+	// node, Send to it must find it (not fail with ErrUnknownPeer).
+	n.peerUp(m.Name, mem.DataAddr)
 	n.catMu.Lock()
 	// A node falsely declared dead comes back by refuting; memberlist's word
 	// is final, and its last known state becomes visible again.
@@ -168,7 +171,6 @@ func (e *events) NotifyJoin(m *memberlist.Node) {
 	if doubted {
 		n.log.Info("gossip counts the peer alive again", "peer", m.Name)
 	}
-	n.peerUp(m.Name, mem.DataAddr)
 }
 
 func (e *events) NotifyLeave(m *memberlist.Node) {
@@ -337,12 +339,12 @@ func (e *events) NotifyUpdate(m *memberlist.Node) {
 		return
 	}
 	mem := memberFrom(m)
+	n.peerUp(m.Name, mem.DataAddr) // first, as in NotifyJoin
 	n.catMu.Lock()
 	if _, ok := n.members[m.Name]; ok {
 		n.members[m.Name] = mem
 	}
 	n.catMu.Unlock()
-	n.peerUp(m.Name, mem.DataAddr)
 }
 
 func memberFrom(m *memberlist.Node) Member {
