@@ -352,8 +352,10 @@ func (n *Node) newConn(peerID string, nc net.Conn, r *wire.Reader) *conn {
 }
 
 func (n *Node) handshakeOut(nc net.Conn, peerID string) (*conn, error) {
-	nc.SetDeadline(time.Now().Add(handshakeTimeout))
-	defer nc.SetDeadline(time.Time{})
+	// Read deadlines only: the connection's wire.Writer keeps the write
+	// deadline, and would not know that something else cleared it.
+	nc.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	defer nc.SetReadDeadline(time.Time{})
 	r := wire.NewReader(nc, n.cfg.maxFrame)
 	c := n.newConn(peerID, nc, r)
 	hello := wire.Header{Name: n.id, Msg: n.dataAddr}
@@ -428,7 +430,7 @@ func (n *Node) handshakeIn(nc net.Conn, release func()) {
 			release()
 		}
 	}()
-	nc.SetDeadline(time.Now().Add(handshakeTimeout))
+	nc.SetReadDeadline(time.Now().Add(handshakeTimeout)) // the Writer keeps the write deadline (handshakeOut)
 	r := wire.NewReader(nc, n.cfg.maxFrame)
 	f, err := r.Next()
 	switch {
@@ -481,7 +483,7 @@ func (n *Node) handshakeIn(nc net.Conn, release func()) {
 	n.installLocked(p, c)
 	stranger := !p.member
 	n.peerMu.Unlock()
-	nc.SetDeadline(time.Time{})
+	nc.SetReadDeadline(time.Time{})
 	n.startConn(c)
 	if stranger {
 		held = false

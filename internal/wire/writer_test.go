@@ -399,6 +399,71 @@ func TestWriterWriteTimeout(t *testing.T) {
 	}
 }
 
+// deadlineWriter records each Write's time and the write deadline in force.
+type deadlineWriter struct {
+	dl     time.Time
+	sets   int
+	writes []time.Time // when each Write began
+	dls    []time.Time // the deadline in force at each Write
+}
+
+func (d *deadlineWriter) SetWriteDeadline(t time.Time) error {
+	d.dl = t
+	d.sets++
+	return nil
+}
+
+func (d *deadlineWriter) Write(p []byte) (int, error) {
+	d.writes = append(d.writes, time.Now())
+	d.dls = append(d.dls, d.dl)
+	return len(p), nil
+}
+
+// The write deadline is moved only when less than the timeout is left, and
+// every Write has at least the timeout before it.
+func TestWriterWriteDeadlineMovedWhenNeeded(t *testing.T) {
+	const timeout = 40 * time.Millisecond
+	d := &deadlineWriter{}
+	w := NewWriter(d, 0, WithWriteTimeout(timeout))
+	write := func() {
+		t.Helper()
+		if err := w.WriteFrame(context.Background(), KindPing, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write()
+	if d.sets != 1 {
+		t.Fatalf("%d deadlines set for the first write, want 1", d.sets)
+	}
+	// More than the timeout is left (1.5 times it was set) while writes
+	// follow closely; after timeout/2 or more, less than it is.
+	time.Sleep(timeout/2 + 5*time.Millisecond)
+	write()
+	if d.sets != 2 {
+		t.Fatalf("%d deadlines set after a pause of more than half the timeout, want 2", d.sets)
+	}
+	for i, at := range d.writes {
+		if left := d.dls[i].Sub(at); left < timeout {
+			t.Errorf("write %d had %v before its deadline, want at least %v", i, left, timeout)
+		}
+	}
+
+	// Writes in a quick succession share one deadline.
+	d2 := &deadlineWriter{}
+	w2 := NewWriter(d2, 0, WithWriteTimeout(time.Hour))
+	for range 100 {
+		if err := w2.WriteFrame(context.Background(), KindPing, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(d2.writes) != 100 || d2.sets != 1 {
+		t.Fatalf("100 writes set %d deadlines in %d writes, want 1 in 100", d2.sets, len(d2.writes))
+	}
+	if left := d2.dls[99].Sub(d2.writes[99]); left < time.Hour {
+		t.Fatalf("the last write had %v before its deadline, want at least an hour", left)
+	}
+}
+
 // gateWriter blocks every Write until released.
 type gateWriter struct {
 	entered chan struct{}
