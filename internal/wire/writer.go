@@ -116,7 +116,7 @@ type Writer struct {
 	maxPending int
 	timeout    time.Duration
 	retainFor  time.Duration
-	dlAt       time.Duration // the write deadline set last, as time.Since(epoch); 0: none set (the flusher's)
+	dlAt       time.Duration // the write deadline set last, as time.Since(epoch) (0: none); only the flusher uses it
 
 	batch int // see WithBatch; 0: no limit
 
@@ -395,7 +395,7 @@ func (w *Writer) flushBackground() {
 // write hands one batch to the underlying writer, under a write deadline
 // when it supports one. The deadline is not set for every Write: setting
 // one moves a runtime timer, under two locks, and cost a round trip of one
-// request at a time about a twelfth of its instructions. It is set 1.5
+// request at a time about a tenth of its instructions. It is set 1.5
 // times the timeout ahead, and again only when less than the timeout is
 // left, so that a Write may block for between the timeout and 1.5 times it
 // before it fails. Only the flusher calls write, one at a time.
