@@ -40,6 +40,7 @@ type options struct {
 	warmup  time.Duration
 	profile string
 	pin     string
+	rounds  int
 }
 
 func run() int {
@@ -55,6 +56,7 @@ func run() int {
 	flag.StringVar(&o.pin, "pin", "", "pin the children to cores, the same way for every implementation: split (each child on a core of its own, in turn) or same (every child on the last core); for diagnosis, not the figures the targets are about")
 	flag.DurationVar(&o.measure, "measure", 0, "measured window of throughput runs (default 8s, -quick 1s)")
 	flag.DurationVar(&o.warmup, "warmup", 0, "warm-up before each window (default 2s, -quick 300ms)")
+	flag.IntVar(&o.rounds, "rounds", 0, "rounds of every throughput row (scenarios 1 to 4), the implementations taking turns within each round; a row's figures are then its median round's and its ratios the medians of the rounds' ratios (default: 5 rounds of 4s for row 1a, one for the others; -quick: one)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
@@ -84,6 +86,14 @@ func runBench(ctx context.Context, o options) (int, error) {
 	if o.warmup > 0 {
 		p.Warmup = o.warmup
 	}
+	if o.rounds < 0 {
+		return 2, fmt.Errorf("-rounds: %d is negative", o.rounds)
+	}
+	p.Rounds, p.RoundMeasure = o.rounds, roundMeasure
+	if o.measure > 0 || o.quick {
+		p.RoundMeasure = p.Measure
+	}
+	p.RoundMeasureS = p.RoundMeasure.Seconds()
 	p.WarmupS, p.MeasureS, p.FailRunS = p.Warmup.Seconds(), p.Measure.Seconds(), p.FailRun.Seconds()
 	switch o.pin {
 	case "", pinSplit, pinSame:
@@ -182,37 +192,8 @@ func runBench(ctx context.Context, o options) (int, error) {
 		if len(p.Rows) > 0 && !slices.Contains(p.Rows, r.ID) {
 			continue
 		}
-		for _, im := range []impl{implWarren, implCote, implRaw, implHandoff} {
-			fn := j.run[im]
-			if fn == nil || !p.has(im) {
-				continue
-			}
-			t0 := time.Now()
-			res, err := fn(ctx)
-			if ctx.Err() != nil {
-				return 130, ctx.Err()
-			}
-			if err != nil {
-				if res == nil {
-					res = &measure{}
-				}
-				res.Error = err.Error()
-				rep.Broken = append(rep.Broken, fmt.Sprintf("%s %s, %s: %v", r.ID, r.Name, im, err))
-			}
-			switch im {
-			case implWarren:
-				r.Warren = res
-			case implCote:
-				r.Cote = res
-			case implRaw:
-				r.Raw = res
-			case implHandoff:
-				r.Handoff = res
-			}
-			fmt.Fprintf(os.Stderr, "%-4s %-34s %-7s %-40s (%.1f s)\n", r.ID, r.Name, im, oneLine(res.cell(r)), time.Since(t0).Seconds())
-			if err != nil {
-				fmt.Fprintf(os.Stderr, "     error: %v\n", err)
-			}
+		if err := b.runRow(ctx, j, rep); err != nil {
+			return 130, err
 		}
 		r.finish()
 		rep.Rows = append(rep.Rows, r)
@@ -237,6 +218,98 @@ func oneLine(s string) string { return strings.ReplaceAll(s, "**", "") }
 type job struct {
 	row *row
 	run map[impl]func(context.Context) (*measure, error)
+	// rounds is how many rounds the row runs by default (0: one); only
+	// throughput rows have it set, and -rounds overrides it for them.
+	rounds     int
+	throughput bool
+}
+
+// roundMeasure is the measured window of a round when a row runs several
+// (unless -measure says otherwise): the rounds together measure longer
+// than one 8 s window does.
+const roundMeasure = 4 * time.Second
+
+// runRow measures j's row with every implementation of the plan, in one
+// or more rounds, and fills in the row's figures. It fails only when ctx
+// ends; a broken measurement is recorded in the row and the report.
+//
+// With several rounds the implementations take turns within each round
+// (in reverse order every other round), so that each of them meets the
+// machine's faster and slower moments alike: these machines' speed moves
+// by 20 % or more from one minute to the next, which one run of each,
+// some 30 s apart, passes on to their ratio whole.
+func (b *bench) runRow(ctx context.Context, j job, rep *report) error {
+	r := j.row
+	var impls []impl
+	for _, im := range []impl{implWarren, implCote, implRaw, implHandoff} {
+		if j.run[im] != nil && b.plan.has(im) {
+			impls = append(impls, im)
+		}
+	}
+	rounds := 1
+	if j.throughput {
+		switch {
+		case b.plan.Rounds > 0:
+			rounds = b.plan.Rounds
+		case j.rounds > 0 && !b.plan.Quick:
+			rounds = j.rounds
+		}
+	}
+	if rounds > 1 {
+		saved := b.plan.Measure
+		b.plan.Measure = b.plan.RoundMeasure
+		defer func() { b.plan.Measure = saved }()
+		r.Rounds = rounds
+	}
+	got := map[impl][]*measure{}
+	failed := map[impl]bool{}
+	for k := range rounds {
+		order := slices.Clone(impls)
+		if k%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, im := range order {
+			if failed[im] {
+				continue
+			}
+			t0 := time.Now()
+			res, err := j.run[im](ctx)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err != nil {
+				if res == nil {
+					res = &measure{}
+				}
+				res.Error = err.Error()
+				failed[im] = true
+				rep.Broken = append(rep.Broken, fmt.Sprintf("%s %s, %s: %v", r.ID, r.Name, im, err))
+			}
+			got[im] = append(got[im], res)
+			round := ""
+			if rounds > 1 {
+				round = fmt.Sprintf(" round %d/%d", k+1, rounds)
+			}
+			fmt.Fprintf(os.Stderr, "%-4s %-34s %-7s %-40s (%.1f s)%s\n", r.ID, r.Name, im, oneLine(res.cell(r)), time.Since(t0).Seconds(), round)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "     error: %v\n", err)
+			}
+		}
+	}
+	for _, im := range impls {
+		res := combineRounds(got[im])
+		switch im {
+		case implWarren:
+			r.Warren = res
+		case implCote:
+			r.Cote = res
+		case implRaw:
+			r.Raw = res
+		case implHandoff:
+			r.Handoff = res
+		}
+	}
+	return nil
 }
 
 // jobs lists every row and how each implementation measures it.
@@ -269,31 +342,31 @@ func (b *bench) jobs() []job {
 	return []job{
 		{&row{ID: "1a", Scenario: 1, Name: "req/res, 1 in flight", Unit: "req/s", HigherBetter: true, Payload: 16, InFlight: 1,
 			Target: "≥ 1.2× cote, ≥ 0.9× raw", check: ratioAtLeast(1.2, 0.9), ratioTargets: [2]float64{1.2, 0.9}},
-			reqres(1, 16, 1, true)},
+			reqres(1, 16, 1, true), 5, true},
 		{&row{ID: "1b", Scenario: 1, Name: "req/res, 16 in flight", Unit: "req/s", HigherBetter: true, Payload: 16, InFlight: 16},
-			reqres(16, 16, 1, true)},
+			reqres(16, 16, 1, true), 0, true},
 		{&row{ID: "1c", Scenario: 1, Name: "req/res, 64 in flight", Unit: "req/s", HigherBetter: true, Payload: 16, InFlight: 64,
 			Target: "≥ 5× cote", check: ratioAtLeast(5, 0), ratioTargets: [2]float64{5, 0}},
-			reqres(64, 16, 1, true)},
+			reqres(64, 16, 1, true), 0, true},
 		{&row{ID: "1d", Scenario: 1, Name: "req/res, 64 in flight, 1 core per Go process", Unit: "req/s", HigherBetter: true, Payload: 16, InFlight: 64},
-			reqres(64, 16, 1, true, 1)},
+			reqres(64, 16, 1, true, 1), 0, true},
 		{&row{ID: "2", Scenario: 2, Name: "req/res, 64 in flight, 3 responders", Unit: "req/s", HigherBetter: true, Payload: 16, InFlight: 64},
-			reqres(64, 16, 3, false)},
+			reqres(64, 16, 3, false), 0, true},
 		{&row{ID: "3a", Scenario: 3, Name: "req/res, 1 KiB, 16 in flight", Unit: "req/s", HigherBetter: true, Payload: 1 << 10, InFlight: 16},
-			reqres(16, 1<<10, 1, true)},
+			reqres(16, 1<<10, 1, true), 0, true},
 		{&row{ID: "3b", Scenario: 3, Name: "req/res, 64 KiB, 16 in flight", Unit: "req/s", HigherBetter: true, Payload: 64 << 10, InFlight: 16},
-			reqres(16, 64<<10, 1, true)},
+			reqres(16, 64<<10, 1, true), 0, true},
 		{&row{ID: "4a", Scenario: 4, Name: "pub/sub, 1 → 1", Unit: "msg/s", HigherBetter: true, Payload: 16,
 			Target: "≥ 5× cote", check: ratioAtLeast(5, 0), ratioTargets: [2]float64{5, 0}},
-			pubsub(1)},
+			pubsub(1), 0, true},
 		{&row{ID: "4b", Scenario: 4, Name: "pub/sub, 1 → 4", Unit: "msg/s", HigherBetter: true, Payload: 16},
-			pubsub(4)},
+			pubsub(4), 0, true},
 		{&row{ID: "5", Scenario: 5, Name: "cold start to first reply", Unit: "ms", Payload: 16,
 			Target: "< 150 ms", check: warrenBelow(150)},
-			both(b.coldStart)},
+			both(b.coldStart), 0, false},
 		{&row{ID: "6", Scenario: 6, Name: "appearance: 100 held answered", Unit: "ms", Payload: 16,
 			Target: "< 50 ms", check: warrenBelow(50)},
-			both(b.appearance)},
+			both(b.appearance), 0, false},
 		{&row{ID: "7", Scenario: 7, Name: "responder SIGKILLed under load", Unit: "requests", Payload: 16, InFlight: failConc,
 			Target: "0 lost, 0 twice", check: func(r *row) *bool {
 				if r.Warren == nil || r.Warren.Fail == nil {
@@ -301,12 +374,12 @@ func (b *bench) jobs() []job {
 				}
 				return boolp(r.Warren.Fail.Lost == 0 && r.Warren.Fail.Dup == 0)
 			}},
-			both(b.failure)},
+			both(b.failure), 0, false},
 		{&row{ID: "8a", Scenario: 8, Name: "idle responder, resident memory", Unit: "MB",
 			Target: "< 20 MB", check: warrenBelow(20)},
-			both(b.idle)},
+			both(b.idle), 0, false},
 		{&row{ID: "8b", Scenario: 8, Name: "memory growth, 100 k held requests", Unit: "MB", Payload: 16},
-			both(b.heldMemory)},
+			both(b.heldMemory), 0, false},
 	}
 }
 

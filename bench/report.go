@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -16,6 +17,7 @@ type measure struct {
 	P50US   float64     `json:"p50_us,omitempty"`
 	P99US   float64     `json:"p99_us,omitempty"`
 	Samples []float64   `json:"samples,omitempty"`            // repetitions, or per subscriber
+	Rounds  []float64   `json:"rounds,omitempty"`             // each round's value, in order, when the row ran several
 	CPUUS   float64     `json:"cpu_us_per_request,omitempty"` // CPU time of all processes over the window, per request
 	Cores   float64     `json:"cores_busy,omitempty"`         // that CPU time divided by the window
 	Detail  string      `json:"detail,omitempty"`
@@ -52,8 +54,13 @@ type row struct {
 	// for rates, other÷warren for times and memory, so above 1 is better.
 	VsCote *float64 `json:"warren_vs_cote,omitempty"`
 	VsRaw  *float64 `json:"warren_vs_raw,omitempty"`
-	Target string   `json:"target,omitempty"`
-	Met    *bool    `json:"target_met,omitempty"`
+	// Rounds is how many rounds the row ran when more than one; the
+	// ratios are then the medians of the rounds' ratios, listed here.
+	Rounds       int       `json:"rounds,omitempty"`
+	VsCoteRounds []float64 `json:"warren_vs_cote_rounds,omitempty"`
+	VsRawRounds  []float64 `json:"warren_vs_raw_rounds,omitempty"`
+	Target       string    `json:"target,omitempty"`
+	Met          *bool     `json:"target_met,omitempty"`
 	// check evaluates the target once the figures are in.
 	check func(r *row) *bool
 	// ratioTargets are drawn on the chart: vs cote, vs raw (0 for none).
@@ -82,26 +89,89 @@ type report struct {
 }
 
 func (r *row) finish() {
-	adv := func(o *measure) *float64 {
-		if r.Warren == nil || o == nil || r.Warren.Error != "" || o.Error != "" || r.Warren.Fail != nil {
-			return nil
-		}
-		w, c := r.Warren.Value, o.Value
-		var v float64
+	ratio := func(w, o float64) (float64, bool) {
+		v := o / w
 		if r.HigherBetter {
-			v = w / c
-		} else {
-			v = c / w
+			v = w / o
 		}
-		if math.IsInf(v, 0) || math.IsNaN(v) || v == 0 {
-			return nil
-		}
-		return &v
+		return v, !math.IsInf(v, 0) && !math.IsNaN(v) && v != 0
 	}
-	r.VsCote, r.VsRaw = adv(r.Cote), adv(r.Raw)
+	// adv is warren's advantage over o, and the rounds' advantages when
+	// the row ran several rounds (their median is the advantage then).
+	adv := func(o *measure) (*float64, []float64) {
+		if r.Warren == nil || o == nil || r.Warren.Error != "" || o.Error != "" || r.Warren.Fail != nil {
+			return nil, nil
+		}
+		if n := len(r.Warren.Rounds); n > 1 && len(o.Rounds) == n {
+			rs := make([]float64, n)
+			for i := range rs {
+				v, ok := ratio(r.Warren.Rounds[i], o.Rounds[i])
+				if !ok {
+					return nil, nil
+				}
+				rs[i] = v
+			}
+			m := median(rs)
+			return &m, rs
+		}
+		v, ok := ratio(r.Warren.Value, o.Value)
+		if !ok {
+			return nil, nil
+		}
+		return &v, nil
+	}
+	r.VsCote, r.VsCoteRounds = adv(r.Cote)
+	r.VsRaw, r.VsRawRounds = adv(r.Raw)
 	if r.check != nil {
 		r.Met = r.check(r)
 	}
+}
+
+// median is the median of v (the mean of the middle two for an even
+// count); v is not changed.
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// combineRounds makes one figure of a row's rounds: the round whose value
+// is nearest the median stands for them all (its latencies, CPU time and
+// details), with the median as its value and every round's value listed.
+// A failed round fails the figure.
+func combineRounds(ms []*measure) *measure {
+	if len(ms) == 0 {
+		return nil
+	}
+	if len(ms) == 1 {
+		return ms[0]
+	}
+	vals := make([]float64, len(ms))
+	for i, m := range ms {
+		if m.Error != "" {
+			return m
+		}
+		vals[i] = m.Value
+	}
+	med := median(vals)
+	best := 0
+	for i, v := range vals {
+		if math.Abs(v-med) < math.Abs(vals[best]-med) {
+			best = i
+		}
+	}
+	m := *ms[best]
+	m.Value, m.Rounds = med, vals
+	parts := make([]string, len(vals))
+	for i, v := range vals {
+		parts[i] = fmtNum(v)
+	}
+	m.Detail = fmt.Sprintf("median of %d rounds (%s); round %d, nearest the median: %s", len(vals), strings.Join(parts, ", "), best+1, m.Detail)
+	return &m
 }
 
 func boolp(b bool) *bool { return &b }
@@ -200,8 +270,23 @@ func (rep *report) markdown() string {
 		b.WriteString("a goroutine per caller woken by each reply, a worker per request, batched writes. It is the floor\n")
 		b.WriteString("of that design: the gap between it and warren is warren's own per-request work.\n\n")
 	}
+	if s := rep.roundsNote(); s != "" {
+		b.WriteString(s)
+	}
 	b.WriteString("## Details\n\n")
 	for _, r := range rep.Rows {
+		for _, x := range []struct {
+			name string
+			v    []float64
+		}{{"warren vs cote", r.VsCoteRounds}, {"warren vs raw", r.VsRawRounds}} {
+			if len(x.v) > 0 {
+				parts := make([]string, len(x.v))
+				for i, v := range x.v {
+					parts[i] = fmt.Sprintf("%.2f×", v)
+				}
+				fmt.Fprintf(&b, "- %s %s, %s by round: %s (median %.2f×)\n", r.ID, r.Name, x.name, strings.Join(parts, ", "), median(x.v))
+			}
+		}
 		for _, x := range []struct {
 			name string
 			m    *measure
@@ -221,8 +306,8 @@ func (rep *report) markdown() string {
 	fmt.Fprintf(&b, "- %d cores (%s), Linux %s\n", m.Cores, m.CPU, m.Kernel)
 	fmt.Fprintf(&b, "- %s; Node %s with cote %s\n", m.Go, orDash(m.Node), orDash(m.Cote))
 	fmt.Fprintf(&b, "- load average before: %s; after: %s\n", m.LoadBefore, m.LoadAfter)
-	fmt.Fprintf(&b, "- throughput runs: %.1f s warm-up, then %.1f s measured; cold start and appearance: median of %d fresh processes; failure: %.1f s of load, one of two responders SIGKILLed after a third\n",
-		rep.Plan.WarmupS, rep.Plan.MeasureS, rep.Plan.Reps, rep.Plan.FailRunS)
+	fmt.Fprintf(&b, "- throughput runs: %.1f s warm-up, then %.1f s measured (%.1f s in each round of a row that ran several); cold start and appearance: median of %d fresh processes; failure: %.1f s of load, one of two responders SIGKILLed after a third\n",
+		rep.Plan.WarmupS, rep.Plan.MeasureS, rep.Plan.RoundMeasureS, rep.Plan.Reps, rep.Plan.FailRunS)
 	fmt.Fprintf(&b, "- payloads: 16 bytes unless the row says otherwise (cote: a string of that length in its JSON body; warren: a []byte, msgpack; raw: length-prefixed bytes)\n")
 	if rep.hasHandoff() {
 		fmt.Fprintf(&b, "- hand-off TCP: length-prefixed bytes behind a 4-byte caller id; one connection, a goroutine per caller, %d workers per connection on the server\n", handoffWorkers)
@@ -241,6 +326,35 @@ func (rep *report) markdown() string {
 		}
 	}
 	return b.String()
+}
+
+// roundsNote says which rows ran several rounds and how their figures
+// and ratios were made ("" when none did).
+func (rep *report) roundsNote() string {
+	var ids []string
+	n := 0
+	same := true
+	for _, r := range rep.Rows {
+		if r.Rounds > 1 {
+			ids = append(ids, r.ID)
+			same = same && (n == 0 || n == r.Rounds)
+			n = r.Rounds
+		}
+	}
+	if len(ids) == 0 {
+		return ""
+	}
+	what := fmt.Sprintf("Row %s ran %d rounds", ids[0], n)
+	switch {
+	case len(ids) > 1 && same:
+		what = fmt.Sprintf("Rows %s ran %d rounds each", strings.Join(ids, ", "), n)
+	case len(ids) > 1:
+		what = fmt.Sprintf("Rows %s ran several rounds each (see the details)", strings.Join(ids, ", "))
+	}
+	return fmt.Sprintf("%s, of %.1f s measured, the implementations taking turns within each round (in reverse\n"+
+		"order every other round), so that each meets the machine's faster and slower moments alike: such a\n"+
+		"row's figures are the medians of its rounds, and its ratios the medians of the rounds' ratios (each\n"+
+		"round's warren against the same round's other), listed in the details.\n\n", what, rep.Plan.RoundMeasureS)
 }
 
 // hasHandoff says whether any row has a hand-off figure (or error).

@@ -23,20 +23,25 @@ const (
 
 // plan holds the durations of one run.
 type plan struct {
-	Quick     bool          `json:"quick"`
-	Warmup    time.Duration `json:"-"`
-	Measure   time.Duration `json:"-"`
-	FailRun   time.Duration `json:"-"` // scenario 7: load duration
-	Grace     time.Duration `json:"-"` // scenario 7: wait for stragglers
-	Reps      int           `json:"repetitions"`
-	Seeds     bool          `json:"warren_seeds"`  // warren uses seeds instead of mDNS
-	Pin       string        `json:"pin,omitempty"` // children pinned to cores: split or same
-	WarmupS   float64       `json:"warmup_s"`
-	MeasureS  float64       `json:"measure_s"`
-	FailRunS  float64       `json:"failure_load_s"`
-	Impls     []impl        `json:"impls"`
-	Scenarios []int         `json:"scenarios"`
-	Rows      []string      `json:"rows,omitempty"`
+	Quick   bool          `json:"quick"`
+	Warmup  time.Duration `json:"-"`
+	Measure time.Duration `json:"-"`
+	FailRun time.Duration `json:"-"` // scenario 7: load duration
+	Grace   time.Duration `json:"-"` // scenario 7: wait for stragglers
+	Reps    int           `json:"repetitions"`
+	Seeds   bool          `json:"warren_seeds"`  // warren uses seeds instead of mDNS
+	Pin     string        `json:"pin,omitempty"` // children pinned to cores: split or same
+	// Rounds is -rounds (0: each row's default); RoundMeasure the measured
+	// window of each round of a row that runs several.
+	Rounds        int           `json:"rounds,omitempty"`
+	RoundMeasure  time.Duration `json:"-"`
+	RoundMeasureS float64       `json:"round_measure_s"`
+	WarmupS       float64       `json:"warmup_s"`
+	MeasureS      float64       `json:"measure_s"`
+	FailRunS      float64       `json:"failure_load_s"`
+	Impls         []impl        `json:"impls"`
+	Scenarios     []int         `json:"scenarios"`
+	Rows          []string      `json:"rows,omitempty"`
 }
 
 func (p *plan) has(im impl) bool { return slices.Contains(p.Impls, im) }
