@@ -329,15 +329,14 @@ func (rep *report) markdown() string {
 }
 
 // roundsNote says which rows ran several rounds and how their figures
-// and ratios were made ("" when none did).
+// and ratios were made ("" when none did). Rows that run several rounds
+// all run the same number: row 1a's default, or -rounds for every one.
 func (rep *report) roundsNote() string {
 	var ids []string
 	n := 0
-	same := true
 	for _, r := range rep.Rows {
 		if r.Rounds > 1 {
 			ids = append(ids, r.ID)
-			same = same && (n == 0 || n == r.Rounds)
 			n = r.Rounds
 		}
 	}
@@ -345,11 +344,8 @@ func (rep *report) roundsNote() string {
 		return ""
 	}
 	what := fmt.Sprintf("Row %s ran %d rounds", ids[0], n)
-	switch {
-	case len(ids) > 1 && same:
+	if len(ids) > 1 {
 		what = fmt.Sprintf("Rows %s ran %d rounds each", strings.Join(ids, ", "), n)
-	case len(ids) > 1:
-		what = fmt.Sprintf("Rows %s ran several rounds each (see the details)", strings.Join(ids, ", "))
 	}
 	return fmt.Sprintf("%s, of %.1f s measured, the implementations taking turns within each round (in reverse\n"+
 		"order every other round), so that each meets the machine's faster and slower moments alike: such a\n"+
