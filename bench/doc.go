@@ -1,7 +1,7 @@
 // Command bench measures warren side by side with cote 1.2.0 (Node.js) and a
 // raw Go TCP echo, and writes a report:
 //
-//	go run ./bench          # full run, about 7 minutes
+//	go run ./bench          # full run, about 10 minutes
 //	go run ./bench -quick   # a few seconds per scenario, for CI
 //
 // Every process, warren's, cote's and the raw baseline's, is a separate OS
@@ -22,7 +22,7 @@
 //
 // -rounds N runs each throughput row N times, the implementations taking
 // turns within each round, and reports the medians of the rounds and of
-// the rounds' ratios; row 1a runs 5 rounds by default.
+// the rounds' ratios; rows 1a and 1e run 5 rounds by default.
 //
 // The program exits non-zero when a scenario is broken, for example when
 // warren, with retries on, loses a request whose responder was killed.

@@ -53,10 +53,10 @@ func run() int {
 	flag.BoolVar(&o.seeds, "seeds", false, "warren finds peers by seed addresses instead of mDNS")
 	flag.BoolVar(&o.verbose, "v", false, "print every event of every process")
 	flag.StringVar(&o.profile, "profile", "", "directory where Go children write CPU and heap profiles (pprof)")
-	flag.StringVar(&o.pin, "pin", "", "pin the children to cores, the same way for every implementation: split (each child on a core of its own, in turn) or same (every child on the last core); for diagnosis, not the figures the targets are about")
+	flag.StringVar(&o.pin, "pin", "", "pin the children to cores, the same way for every implementation: split (each child on a core of its own, in turn) or same (every child on the last core); a Go child then runs with GOMAXPROCS=1, since the runtime counts the cores it may use; for diagnosis, not the figures the targets are about")
 	flag.DurationVar(&o.measure, "measure", 0, "measured window of throughput runs (default 8s, -quick 1s)")
 	flag.DurationVar(&o.warmup, "warmup", 0, "warm-up before each window (default 2s, -quick 300ms)")
-	flag.IntVar(&o.rounds, "rounds", 0, "rounds of every throughput row (scenarios 1 to 4), the implementations taking turns within each round; a row's figures are then its median round's and its ratios the medians of the rounds' ratios (default: 5 rounds of 4s for row 1a, one for the others; -quick: one)")
+	flag.IntVar(&o.rounds, "rounds", 0, "rounds of every throughput row (scenarios 1 to 4), the implementations taking turns within each round; a row's figures are then its median round's and its ratios the medians of the rounds' ratios (default: 5 rounds of 4s for rows 1a and 1e, one for the others; -quick: one)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
@@ -350,6 +350,8 @@ func (b *bench) jobs() []job {
 			reqres(64, 16, 1, true), 0, true},
 		{&row{ID: "1d", Scenario: 1, Name: "req/res, 64 in flight, 1 core per Go process", Unit: "req/s", HigherBetter: true, Payload: 16, InFlight: 64},
 			reqres(64, 16, 1, true, 1), 0, true},
+		{&row{ID: "1e", Scenario: 1, Name: "req/res, 1 in flight, 1 core per Go process", Unit: "req/s", HigherBetter: true, Payload: 16, InFlight: 1},
+			reqres(1, 16, 1, true, 1), 5, true},
 		{&row{ID: "2", Scenario: 2, Name: "req/res, 64 in flight, 3 responders", Unit: "req/s", HigherBetter: true, Payload: 16, InFlight: 64},
 			reqres(64, 16, 3, false), 0, true},
 		{&row{ID: "3a", Scenario: 3, Name: "req/res, 1 KiB, 16 in flight", Unit: "req/s", HigherBetter: true, Payload: 1 << 10, InFlight: 16},

@@ -14,7 +14,9 @@ import (
 // two processes on one core hand the work to each other without waking
 // another core; on two cores each wake-up crosses them. -pin fixes the
 // placement the same way for every implementation, to tell that apart from
-// the work each does.
+// the work each does. A Go child pinned to one core runs with GOMAXPROCS=1,
+// since the runtime counts the cores it may use: rows 1d and 1e set that
+// alone, unpinned.
 const (
 	pinSplit = "split" // the k-th child started runs on the k-th core this process may use, in turn
 	pinSame  = "same"  // every child runs on the last core this process may use
