@@ -76,22 +76,22 @@ func TestRowFinishRounds(t *testing.T) {
 	}
 
 	// A round-by-round pairing that differs from the ratio of the medians:
-	r3 := &row{HigherBetter: true}
-	r3.Warren = &measure{Value: 100, Rounds: []float64{100, 10, 1000}}
-	r3.Raw = &measure{Value: 100, Rounds: []float64{1000, 100, 10}}
-	r3.finish()
+	crossed := &row{HigherBetter: true}
+	crossed.Warren = &measure{Value: 100, Rounds: []float64{100, 10, 1000}}
+	crossed.Raw = &measure{Value: 100, Rounds: []float64{1000, 100, 10}}
+	crossed.finish()
 	// ratios 0.1, 0.1, 100 -> 0.1, while the medians' ratio is 1.
-	if r3.VsRaw == nil || *r3.VsRaw != 0.1 {
-		t.Fatalf("vs raw: %v, want 0.1, the median of the rounds' ratios", deref(r3.VsRaw))
+	if crossed.VsRaw == nil || *crossed.VsRaw != 0.1 {
+		t.Fatalf("vs raw: %v, want 0.1, the median of the rounds' ratios", deref(crossed.VsRaw))
 	}
 
 	// Without rounds (or with a count that differs) the values' ratio holds.
-	r4 := &row{HigherBetter: false}
-	r4.Warren = &measure{Value: 20}
-	r4.Cote = &measure{Value: 60, Rounds: []float64{60, 60}}
-	r4.finish()
-	if r4.VsCote == nil || *r4.VsCote != 3 || r4.VsCoteRounds != nil {
-		t.Fatalf("no rounds: %v (rounds %v), want 3 from the values", deref(r4.VsCote), r4.VsCoteRounds)
+	plain := &row{HigherBetter: false}
+	plain.Warren = &measure{Value: 20}
+	plain.Cote = &measure{Value: 60, Rounds: []float64{60, 60}}
+	plain.finish()
+	if plain.VsCote == nil || *plain.VsCote != 3 || plain.VsCoteRounds != nil {
+		t.Fatalf("no rounds: %v (rounds %v), want 3 from the values", deref(plain.VsCote), plain.VsCoteRounds)
 	}
 }
 
