@@ -53,7 +53,7 @@ func run() int {
 	flag.BoolVar(&o.seeds, "seeds", false, "warren finds peers by seed addresses instead of mDNS")
 	flag.BoolVar(&o.verbose, "v", false, "print every event of every process")
 	flag.StringVar(&o.profile, "profile", "", "directory where Go children write CPU and heap profiles (pprof)")
-	flag.StringVar(&o.pin, "pin", "", "pin the children to cores, the same way for every implementation: split (each child on a core of its own, in turn) or same (every child on the last core); a Go child then runs with GOMAXPROCS=1, since the runtime counts the cores it may use; for diagnosis, not the figures the targets are about")
+	flag.StringVar(&o.pin, "pin", "", "pin the children to cores, the same way for every implementation: split (each child on a core of its own, in turn) or same (every child on the last core); a Go child then runs with GOMAXPROCS=1, since the runtime counts the cores it may use, unless GOMAXPROCS is set in the environment, which the children inherit; for diagnosis, not the figures the targets are about")
 	flag.DurationVar(&o.measure, "measure", 0, "measured window of throughput runs (default 8s, -quick 1s)")
 	flag.DurationVar(&o.warmup, "warmup", 0, "warm-up before each window (default 2s, -quick 300ms)")
 	flag.IntVar(&o.rounds, "rounds", 0, "rounds of every throughput row (scenarios 1 to 4), the implementations taking turns within each round; a row's figures are then its median round's and its ratios the medians of the rounds' ratios (default: 5 rounds of 4s for rows 1a and 1e, one for the others; -quick: one)")

@@ -15,8 +15,9 @@ import (
 // another core; on two cores each wake-up crosses them. -pin fixes the
 // placement the same way for every implementation, to tell that apart from
 // the work each does. A Go child pinned to one core runs with GOMAXPROCS=1,
-// since the runtime counts the cores it may use: rows 1d and 1e set that
-// alone, unpinned.
+// since the runtime counts the cores it may use (rows 1d and 1e set that
+// alone, unpinned), unless GOMAXPROCS is set in the benchmark's environment:
+// the children inherit it, and keep that many Ps on their one core.
 const (
 	pinSplit = "split" // the k-th child started runs on the k-th core this process may use, in turn
 	pinSame  = "same"  // every child runs on the last core this process may use
