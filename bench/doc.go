@@ -24,6 +24,11 @@
 // turns within each round, and reports the medians of the rounds and of
 // the rounds' ratios; rows 1a and 1e run 5 rounds by default.
 //
+// -profile DIR and -trace DIR are for diagnosis: every Go child writes CPU
+// and heap profiles of its life, or (request/response rows) an execution
+// trace of the first second of each measured window; the report says the
+// figures are slowed by it.
+//
 // The program exits non-zero when a scenario is broken, for example when
 // warren, with retries on, loses a request whose responder was killed.
 // See bench/README.md for what each scenario measures.

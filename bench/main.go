@@ -39,6 +39,7 @@ type options struct {
 	measure time.Duration
 	warmup  time.Duration
 	profile string
+	trace   string
 	pin     string
 	rounds  int
 }
@@ -53,6 +54,7 @@ func run() int {
 	flag.BoolVar(&o.seeds, "seeds", false, "warren finds peers by seed addresses instead of mDNS")
 	flag.BoolVar(&o.verbose, "v", false, "print every event of every process")
 	flag.StringVar(&o.profile, "profile", "", "directory where Go children write CPU and heap profiles (pprof)")
+	flag.StringVar(&o.trace, "trace", "", "directory where the Go children of request/response rows write a runtime execution trace (go tool trace) of the first second of each measured window, or of half the window if shorter, as DIR/ROW[/roundN]/ROLE-PID.trace")
 	flag.StringVar(&o.pin, "pin", "", "pin the children to cores, the same way for every implementation: split (each child on a core of its own, in turn) or same (every child on the last core); a Go child then runs with GOMAXPROCS=1, since the runtime counts the cores it may use, unless GOMAXPROCS is set in the environment, which the children inherit; for diagnosis, not the figures the targets are about")
 	flag.DurationVar(&o.measure, "measure", 0, "measured window of throughput runs (default 8s, -quick 1s)")
 	flag.DurationVar(&o.warmup, "warmup", 0, "warm-up before each window (default 2s, -quick 300ms)")
@@ -76,7 +78,7 @@ func run() int {
 func runBench(ctx context.Context, o options) (int, error) {
 	started := time.Now()
 	p := plan{Quick: o.quick, Warmup: 2 * time.Second, Measure: 8 * time.Second, FailRun: 6 * time.Second,
-		Grace: 5 * time.Second, Reps: 5, Seeds: o.seeds, Pin: o.pin}
+		Grace: 5 * time.Second, Reps: 5, Seeds: o.seeds, Pin: o.pin, Profiled: o.profile != "", Traced: o.trace != ""}
 	if o.quick {
 		p.Warmup, p.Measure, p.FailRun, p.Grace, p.Reps = 300*time.Millisecond, time.Second, 2*time.Second, 2*time.Second, 1
 	}
@@ -166,7 +168,15 @@ func runBench(ctx context.Context, o options) (int, error) {
 			return 1, fmt.Errorf("-profile: %w", err)
 		}
 	}
-	ps := &procs{self: self, coteDir: coteDir, hostNS: hostNS, verbose: o.verbose, profile: o.profile, pin: o.pin, live: map[*proc]bool{}}
+	if o.trace != "" {
+		if o.trace, err = filepath.Abs(o.trace); err == nil {
+			err = os.MkdirAll(o.trace, 0o755)
+		}
+		if err != nil {
+			return 1, fmt.Errorf("-trace: %w", err)
+		}
+	}
+	ps := &procs{self: self, coteDir: coteDir, hostNS: hostNS, verbose: o.verbose, profile: o.profile, traces: o.trace, pin: o.pin, live: map[*proc]bool{}}
 	defer func() {
 		ps.killAll()
 		if err := nw.Close(); err != nil {
@@ -271,6 +281,12 @@ func (b *bench) runRow(ctx context.Context, j job, rep *report) error {
 		for _, im := range order {
 			if failed[im] {
 				continue
+			}
+			if b.ps.traces != "" {
+				b.ps.trace = filepath.Join(b.ps.traces, r.ID)
+				if rounds > 1 {
+					b.ps.trace = filepath.Join(b.ps.trace, fmt.Sprintf("round%d", k+1))
+				}
 			}
 			t0 := time.Now()
 			res, err := j.run[im](ctx)

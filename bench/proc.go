@@ -40,6 +40,7 @@ const (
 // proc is a child process running one role inside a namespace.
 type proc struct {
 	term    bool // stop with SIGTERM first (the child is writing profiles)
+	goRole  bool // this binary, not cote: it handles SIGUSR1 (see startTraces)
 	name    string
 	cmd     *exec.Cmd
 	stdin   io.WriteCloser
@@ -59,6 +60,8 @@ type procs struct {
 	hostNS  string // the parent's network namespace
 	verbose bool
 	profile string // directory for Go children's profiles, or ""
+	trace   string // directory for Go children's execution traces, or "" (see runRow)
+	traces  string // -trace's directory, or "": trace is a directory in it for each row and round
 	pin     string // pinSplit, pinSame or "" (see pinChild)
 
 	started int // children started so far, for pinSplit
@@ -70,7 +73,7 @@ type procs struct {
 func (ps *procs) start(host nsnet.Host, im impl, cfg roleConfig) (*proc, error) {
 	cfg.Iface = host.Iface
 	if im != implCote {
-		cfg.Profile = ps.profile
+		cfg.Profile, cfg.Trace = ps.profile, ps.trace
 	}
 	if cfg.MaxLifeMS == 0 {
 		cfg.MaxLifeMS = 60_000
@@ -102,6 +105,7 @@ func (ps *procs) start(host nsnet.Host, im impl, cfg roleConfig) (*proc, error) 
 	cmd.Env = env
 	cmd.Dir = ps.coteDir
 	p := &proc{
+		goRole: im != implCote,
 		term:   cfg.Profile != "",
 		name:   fmt.Sprintf("%s %s", im, cfg.Role),
 		cmd:    cmd,
@@ -346,6 +350,17 @@ func (p *proc) wait(d time.Duration) {
 	case <-p.done:
 	case <-time.After(d):
 		p.kill()
+	}
+}
+
+// startTraces has every Go child running now start its execution trace
+// (see -trace): SIGUSR1, which a Go role handles only when cfg.Trace is
+// set.
+func (ps *procs) startTraces() {
+	for _, p := range ps.all() {
+		if p.goRole {
+			_ = syscall.Kill(p.pid(), syscall.SIGUSR1)
+		}
 	}
 }
 

@@ -261,6 +261,16 @@ func (rep *report) markdown() string {
 	if rep.Plan.Pin != "" {
 		fmt.Fprintf(&b, "Every child was pinned to cores (`-pin %s`): a run to diagnose, not the placement the targets are about.\n\n", rep.Plan.Pin)
 	}
+	if rep.Plan.Profiled || rep.Plan.Traced {
+		var what []string
+		if rep.Plan.Profiled {
+			what = append(what, "CPU profiles (`-profile`)")
+		}
+		if rep.Plan.Traced {
+			what = append(what, "execution traces (`-trace`)")
+		}
+		fmt.Fprintf(&b, "The Go children wrote %s, which slows them, by different amounts for each implementation: a run to diagnose, not figures to judge the targets by.\n\n", strings.Join(what, " and "))
+	}
 	b.WriteString(rep.table())
 	b.WriteString("\nRatios say how many times better warren is: warren ÷ other for rates, other ÷ warren for\n")
 	b.WriteString("times and memory, so a ratio above 1× is in warren's favour. Rates are req/s or msg/s\n")

@@ -101,3 +101,28 @@ func deref(p *float64) any {
 	}
 	return *p
 }
+
+// A report of a run with profiles or traces says its figures are not the
+// ones to judge the targets by; one without says nothing of the kind.
+func TestMarkdownSaysWhenChildrenWereProfiledOrTraced(t *testing.T) {
+	for _, c := range []struct {
+		profiled, traced bool
+		want             []string
+	}{
+		{false, false, nil},
+		{true, false, []string{"CPU profiles (`-profile`)", "not figures to judge the targets by"}},
+		{false, true, []string{"execution traces (`-trace`)", "not figures to judge the targets by"}},
+		{true, true, []string{"CPU profiles (`-profile`) and execution traces (`-trace`)"}},
+	} {
+		rep := &report{Plan: plan{Profiled: c.profiled, Traced: c.traced}}
+		md := rep.markdown()
+		if c.want == nil && strings.Contains(md, "a run to diagnose") {
+			t.Errorf("plain run: report calls itself a run to diagnose")
+		}
+		for _, w := range c.want {
+			if !strings.Contains(md, w) {
+				t.Errorf("profiled=%v traced=%v: report lacks %q", c.profiled, c.traced, w)
+			}
+		}
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,6 +56,7 @@ type roleConfig struct {
 	GraceMS    int    `json:"grace_ms,omitempty"`
 	MaxLifeMS  int    `json:"max_life_ms"`       // the child exits by itself after this
 	Profile    string `json:"profile,omitempty"` // Go roles: directory for CPU and heap profiles
+	Trace      string `json:"trace,omitempty"`   // Go roles: directory for an execution trace (see traceOnSignal)
 }
 
 // event is one line a child prints.
@@ -130,6 +132,10 @@ func runRole() int {
 	if cfg.Procs > 0 {
 		runtime.GOMAXPROCS(cfg.Procs)
 	}
+	if cfg.Trace != "" {
+		stopTrace := traceOnSignal(cfg)
+		defer stopTrace()
+	}
 	var run func(context.Context, roleConfig) error
 	switch cfg.Role {
 	case "responder", "idle":
@@ -197,6 +203,70 @@ func startProfile(cfg roleConfig) (stop func(), err error) {
 		os.Exit(0)
 	}()
 	return stop, nil
+}
+
+// traceOnSignal writes an execution trace of the process into cfg.Trace
+// when the first SIGUSR1 comes (the benchmark sends it to every Go child as
+// a request/response row's measured window begins), for traceFor(cfg). The
+// returned function ends the wait, or the trace, and returns once the file
+// is closed.
+func traceOnSignal(cfg roleConfig) (stop func()) {
+	name := cfg.Role
+	if cfg.Mode != "" {
+		name += "-" + cfg.Mode
+	}
+	path := filepath.Join(cfg.Trace, fmt.Sprintf("%s-%d.trace", name, os.Getpid()))
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGUSR1)
+	quit := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer signal.Stop(sig)
+		select {
+		case <-sig:
+		case <-quit:
+			return
+		}
+		if err := writeTrace(path, traceFor(cfg), quit); err != nil {
+			fmt.Fprintf(os.Stderr, "bench %s: trace: %v\n", cfg.Role, err)
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() { close(quit) })
+		<-done
+	}
+}
+
+// traceFor is how long a role's trace lasts: a second, or half the
+// measured window if that is shorter, so that it ends inside the window.
+func traceFor(cfg roleConfig) time.Duration {
+	return min(time.Second, time.Duration(cfg.MeasureMS)*time.Millisecond/2)
+}
+
+// writeTrace writes an execution trace of d (less if quit closes first)
+// into a new file at path, making its directory if need be.
+func writeTrace(path string, d time.Duration, quit <-chan struct{}) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := trace.Start(f); err != nil {
+		f.Close()
+		return err
+	}
+	t := time.NewTimer(d)
+	select {
+	case <-t.C:
+	case <-quit:
+		t.Stop()
+	}
+	trace.Stop()
+	return f.Close()
 }
 
 // waitCommand blocks until the parent writes word on a line of stdin.

@@ -31,6 +31,10 @@ type plan struct {
 	Reps    int           `json:"repetitions"`
 	Seeds   bool          `json:"warren_seeds"`  // warren uses seeds instead of mDNS
 	Pin     string        `json:"pin,omitempty"` // children pinned to cores: split or same
+	// Go children wrote CPU profiles (-profile) or execution traces
+	// (-trace), which slow them.
+	Profiled bool `json:"profiled,omitempty"`
+	Traced   bool `json:"traced,omitempty"`
 	// Rounds is -rounds (0: each row's default); RoundMeasure the measured
 	// window of each round of a row that runs several.
 	Rounds        int           `json:"rounds,omitempty"`
@@ -128,6 +132,9 @@ func (b *bench) reqres(ctx context.Context, im impl, conc, payload, responders, 
 	// CPU time of every process of the run over the measured window.
 	if _, err := cli.await(ctx, "window", b.resultTimeout()); err != nil {
 		return nil, err
+	}
+	if b.ps.trace != "" {
+		b.ps.startTraces()
 	}
 	all := b.ps.all()
 	c0, err := cpuOf(all)
